@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps and experiment tracking for GradientTape-trained TensorFlow networks."""

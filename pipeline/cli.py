@@ -1,0 +1,38 @@
+"""What entry points share at their edge: the one-line error for bad input and a quiet TF start."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+from pipeline.config import ConfigError
+
+
+def fail(error: ConfigError | str, code: int = 2) -> NoReturn:
+    """Print `error: <key>=<value>: <what is allowed>` (or a message) and exit with `code`."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(code)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up chatter (CUDA probing, oneDNN notes) silenced.
+
+    TF 2.21 writes those lines to file descriptor 2 before its log level applies; they say
+    nothing a user of this tool can act on. Python-level errors still surface after the import.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.constant(0.0)  # the device probe happens on first use
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -1,0 +1,174 @@
+"""Typed settings for every concern, built from the Hydra config and checked once at the entry.
+
+Entry points turn their `DictConfig` into these frozen dataclasses; nothing past the entry point
+sees OmegaConf. Every check raises `ConfigError`, whose text is the one line users get.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+OBJECTIVES = ("value", "derivative")
+ACTIVATIONS = ("sigmoid", "tanh", "softplus", "relu", "elu", "silu")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class ConfigError(ValueError):
+    """A config value users typed is not allowed: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{key}={value}: {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Domain [x_min, x_max], training points on a uniform grid, a held-out validation grid."""
+
+    x_min: float = 0.1
+    x_max: float = 1.9
+    n_train: int = 19
+    n_val: int = 100
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Which loss to minimise; the anchor pins the derivative objective's free constant."""
+
+    name: str = "value"
+    anchor_weight: float = 1.0
+    anchor_x: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hidden layer widths and their activation; the output is one linear unit."""
+
+    hidden: tuple[int, ...] = (10, 10)
+    activation: str = "sigmoid"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Full-batch training: optimizer, learning rate, epochs, seed and history resolution."""
+
+    epochs: int = 10_000
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    seed: int = 0
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where MLflow keeps runs: an embedded SQLite file by default, or a tracking server."""
+
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    experiment: str = "pipeline"
+
+
+# --- readers: one per value kind, each raising ConfigError naming the full key ---------------
+
+
+def _get(section: Mapping[str, Any], prefix: str, key: str) -> tuple[str, Any]:
+    if key not in section or section[key] is None:
+        raise ConfigError(f"{prefix}.{key}", None, "a value is required")
+    return f"{prefix}.{key}", section[key]
+
+
+def read_int(section: Mapping[str, Any], prefix: str, key: str, minimum: int | None = None) -> int:
+    """An integer, optionally at least `minimum`."""
+    name, value = _get(section, prefix, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, value, "must be an integer")
+    if minimum is not None and value < minimum:
+        raise ConfigError(name, value, f"must be an integer >= {minimum}")
+    return value
+
+
+def read_float(section: Mapping[str, Any], prefix: str, key: str, positive: bool = False) -> float:
+    """A finite number, optionally > 0."""
+    name, value = _get(section, prefix, key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(name, value, "must be a finite number")
+    if positive and value <= 0:
+        raise ConfigError(name, value, "must be a number > 0")
+    return float(value)
+
+
+def read_choice(section: Mapping[str, Any], prefix: str, key: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed`."""
+    name, value = _get(section, prefix, key)
+    if value not in allowed:
+        raise ConfigError(name, value, f"must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def read_data(section: Mapping[str, Any]) -> DataConfig:
+    """Domain and sample counts; the domain must lie in x > 0 where log x is defined."""
+    x_min = read_float(section, "data", "x_min")
+    if x_min <= 0:
+        raise ConfigError("data.x_min", x_min, "must be > 0 (log x and 1/x need x > 0)")
+    x_max = read_float(section, "data", "x_max")
+    if x_max <= x_min:
+        raise ConfigError("data.x_max", x_max, f"must be > data.x_min={x_min}")
+    return DataConfig(
+        x_min=x_min,
+        x_max=x_max,
+        n_train=read_int(section, "data", "n_train", minimum=2),
+        n_val=read_int(section, "data", "n_val", minimum=2),
+    )
+
+
+def read_objective(section: Mapping[str, Any], allowed: tuple[str, ...]) -> ObjectiveConfig:
+    """The objective's name and anchor; the anchor point must lie where log is defined."""
+    name = section.get("name")
+    if name not in allowed:
+        raise ConfigError("objective", name, f"must be one of {', '.join(allowed)}")
+    weight = read_float({"anchor_weight": 1.0, **section}, "objective", "anchor_weight")
+    if weight < 0:
+        raise ConfigError("objective.anchor_weight", weight, "must be a number >= 0")
+    anchor_x = read_float({"anchor_x": 1.0, **section}, "objective", "anchor_x", positive=True)
+    return ObjectiveConfig(name=name, anchor_weight=weight, anchor_x=anchor_x)
+
+
+def read_model(section: Mapping[str, Any]) -> ModelConfig:
+    """A non-empty list of positive layer widths and a known activation."""
+    name, hidden = _get(section, "model", "hidden")
+    if (
+        not isinstance(hidden, list | tuple)
+        or not hidden
+        or any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in hidden)
+    ):
+        raise ConfigError(name, hidden, "must be a non-empty list of integers >= 1, e.g. [10,10]")
+    return ModelConfig(
+        hidden=tuple(hidden), activation=read_choice(section, "model", "activation", ACTIVATIONS)
+    )
+
+
+def read_train(section: Mapping[str, Any]) -> TrainConfig:
+    """Epochs, optimizer, learning rate, seed and history resolution."""
+    return TrainConfig(
+        epochs=read_int(section, "train", "epochs", minimum=1),
+        optimizer=read_choice(section, "train", "optimizer", OPTIMIZERS),
+        learning_rate=read_float(section, "train", "learning_rate", positive=True),
+        seed=read_int(section, "train", "seed", minimum=0),
+        log_every=read_int(section, "train", "log_every", minimum=1),
+    )
+
+
+def read_tracking(section: Mapping[str, Any]) -> TrackingConfig:
+    """An MLflow tracking URI MLflow can use (SQLite, a database, or a tracking server)."""
+    name, uri = _get(section, "tracking", "uri")
+    schemes = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql")
+    if not isinstance(uri, str) or not uri.startswith(schemes):
+        raise ConfigError(
+            name, uri, "must be sqlite:///path.db, http(s)://host:port or a database URL"
+        )
+    experiment = _get(section, "tracking", "experiment")[1]
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigError("tracking.experiment", experiment, "must be a non-empty name")
+    return TrackingConfig(uri=uri, experiment=experiment)

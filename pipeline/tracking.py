@@ -1,0 +1,144 @@
+"""MLflow bookkeeping: the experiment, runs, params, metric histories, plots and the best model.
+
+Everything goes through one `MlflowClient` with explicit run ids (no global active run), so a
+study's parent run can be resumed by any worker and runs can be closed by whoever notices.
+Writes are batched: a run's params, metric history and final metrics go in one `log_batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import TrackingConfig
+
+ROLE, OBJECTIVE = "pipeline.role", "pipeline.objective"
+PARENT = "mlflow.parentRunId"
+
+for _name in ("alembic", "mlflow"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def connect(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
+    """A client on `cfg.uri` and the id of `cfg.experiment`, created if missing.
+
+    With the embedded SQLite store, artifacts go to `mlruns/` beside the database file.
+    """
+    artifact_location = None
+    db = sqlite_path(cfg.uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        artifact_location = (db.parent.resolve() / "artifacts").as_uri()
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    client = MlflowClient(tracking_uri=cfg.uri)
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    try:
+        return client, client.create_experiment(cfg.experiment, artifact_location=artifact_location)
+    except Exception:  # another worker created it first
+        experiment = client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            raise
+        return client, experiment.experiment_id
+
+
+def start_run(
+    client: MlflowClient,
+    experiment_id: str,
+    name: str,
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a RUNNING run (nested under `parent_run_id` when given) and return its id."""
+    all_tags = dict(tags)
+    if parent_run_id is not None:
+        all_tags[PARENT] = parent_run_id
+    return client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+
+
+def _metrics(name: str, steps: Iterable[int], values: Iterable[float], now: int) -> list[Metric]:
+    return [Metric(name, float(v), now, int(s)) for s, v in zip(steps, values, strict=True)]
+
+
+def log_training(
+    client: MlflowClient,
+    run_id: str,
+    params: Mapping[str, Any],
+    history: tuple[np.ndarray, np.ndarray],
+    reports: Iterable[tuple[int, float, float]],
+    final: Mapping[str, float],
+    final_step: int,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Params, the loss history, validation errors per report and final metrics: one batch.
+
+    `history` is (epochs, loss); `reports` yields (epoch, val_value_mse, val_deriv_mse); every
+    key in `final` is logged at `final_step`, so the UI's latest value is the final one.
+    """
+    now = int(time.time() * 1000)
+    reports = list(reports)
+    metrics = _metrics("loss", history[0], history[1], now)
+    reported = [r for r in reports if r[0] != final_step]
+    metrics += _metrics("val_value_mse", [r[0] for r in reported], [r[1] for r in reported], now)
+    metrics += _metrics("val_deriv_mse", [r[0] for r in reported], [r[2] for r in reported], now)
+    metrics += [Metric(k, float(v), now, final_step) for k, v in final.items()]
+    client.log_batch(
+        run_id,
+        metrics=metrics,
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        synchronous=True,
+    )
+
+
+def log_directory(
+    client: MlflowClient, run_id: str, directory: Path, artifact_path: str | None = None
+) -> None:
+    """Upload every file of `directory` under `artifact_path`."""
+    client.log_artifacts(run_id, str(directory), artifact_path)
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder for files on their way to the artifact store."""
+    return tempfile.TemporaryDirectory(prefix="pipeline-")
+
+
+def end_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    """Close a run as FINISHED, FAILED or KILLED."""
+    client.set_terminated(run_id, status=status)
+
+
+def log_keras_model(client: MlflowClient, run_id: str, model: Any) -> None:
+    """Attach a Keras model to an existing run with MLflow's Keras flavour."""
+    import mlflow
+    import mlflow.keras
+
+    status = client.get_run(run_id).info.status
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.keras.log_model(model, name="model")
+    if status != "RUNNING":
+        client.set_terminated(run_id, status=status)
+
+
+def ui_command(uri: str) -> str:
+    """The shell command that opens the MLflow UI on this store."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"

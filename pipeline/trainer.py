@@ -1,0 +1,200 @@
+"""The compiled GradientTape training loop, shared by `pipeline.train` and every sweep trial.
+
+Epochs run inside one XLA-compiled `tf.function` (a graph `while_loop`, no Python per epoch), in
+chunks of `report_every` epochs so a caller can watch progress and stop early (pruning) between
+chunks. Weights and optimizer state travel as tensors; with `pad_width` every network of one
+depth has the same shapes, so a sweep compiles once per (depth, activation, optimizer), not once
+per trial. Imports neither MLflow nor Optuna.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.data import Dataset
+from pipeline.model import pad_weights, unpad_weights
+from pipeline.objectives import derivative_loss, validation_errors, value_loss
+from pipeline.optimizers import apply_gradients, init_slots
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything the loop needs besides the initial weights and the data."""
+
+    activation: str
+    optimizer: str
+    learning_rate: float
+    epochs: int
+    objective: str = "value"
+    anchor_weight: float = 1.0
+    anchor_x: float = 1.0
+    log_every: int = 10
+    report_every: int = 500
+
+
+@dataclass(frozen=True)
+class Report:
+    """Progress after `epoch` epochs: the last training loss and both validation errors."""
+
+    epoch: int
+    loss: float
+    val_value_mse: float
+    val_deriv_mse: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Loss history (1-based epochs at `log_every` resolution), reports and final state."""
+
+    history_epochs: np.ndarray
+    history_loss: np.ndarray
+    reports: list[Report]
+    val_value_mse: float
+    val_deriv_mse: float
+    epochs_run: int
+    diverged_at: int | None
+    stopped_early: bool
+    weights: list[np.ndarray]
+    val_f: np.ndarray
+    val_df: np.ndarray
+    seconds: float
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.history_loss[-1])
+
+
+def limit_threads(threads: int) -> None:
+    """Cap TensorFlow's thread pools (before any op runs) so parallel workers share the cores."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+@functools.cache
+def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool) -> Callable:
+    """The graph that runs up to `n` epochs and then scores the validation grid.
+
+    Cached per (activation, optimizer, objective, masked); XLA compiles it once per set of input
+    shapes, and the shapes depend only on depth (and sample counts) when weights are padded.
+    """
+
+    def loss_of(weights, masks, anchor_weight, anchor_y, x, target):
+        masks = masks if masked else None
+        if objective == "value":
+            return value_loss(weights, x, target, activation, masks)
+        return derivative_loss(weights, x, target, activation, anchor_weight, anchor_y, masks)
+
+    def chunk(
+        weights, slots, masks, done, n, lr, anchor_weight, anchor_y, x, target, x_val, y_val, dy_val
+    ):
+        losses = tf.TensorArray(tf.float32, size=n, element_shape=())
+
+        def keep_going(i, w, s, losses, finite):
+            return tf.logical_and(i < n, finite)
+
+        def epoch(i, w, s, losses, finite):
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                loss = loss_of(w, masks, anchor_weight, anchor_y, x, target)
+            grads = tape.gradient(loss, w)
+            step = tf.cast(done + i + 1, tf.float32)
+            w, s = apply_gradients(optimizer, w, grads, s, lr, step)
+            return i + 1, w, s, losses.write(i, loss), tf.math.is_finite(loss)
+
+        _, weights, slots, losses, finite = tf.while_loop(
+            keep_going, epoch, (tf.constant(0), list(weights), list(slots), losses, True)
+        )
+        f, df, val_value, val_deriv = validation_errors(
+            weights, x_val, y_val, dy_val, activation, masks if masked else None
+        )
+        return weights, slots, losses.stack(), finite, f, df, val_value, val_deriv
+
+    return tf.function(chunk, jit_compile=True, reduce_retracing=True)
+
+
+def _history_mask(epochs_run: int, log_every: int) -> np.ndarray:
+    epochs = np.arange(1, epochs_run + 1)
+    keep = (epochs % log_every == 0) | (epochs == 1) | (epochs == epochs_run)
+    return epochs[keep]
+
+
+def train(
+    spec: TrainSpec,
+    weights: Sequence[np.ndarray],
+    data: Dataset,
+    on_report: Callable[[Report], bool] | None = None,
+    pad_width: int | None = None,
+) -> TrainResult:
+    """Train from `weights` ([kernel0, bias0, ...]) and return history and final metrics.
+
+    `on_report` is called after every chunk; returning True stops training there (pruning).
+    The loop also stops at the first non-finite loss and records that epoch in `diverged_at`.
+    `pad_width` (>= every hidden width) trains the same network inside zero-padded, masked
+    weights so that networks of one depth reuse one compiled graph; results are unchanged.
+    """
+    started = time.perf_counter()
+    fn = compiled_chunk(spec.activation, spec.optimizer, spec.objective, pad_width is not None)
+    masks: list[np.ndarray] = []
+    if pad_width is not None:
+        weights_in, (weights, masks) = weights, pad_weights(weights, pad_width)
+    w = [tf.constant(a, dtype=tf.float32) for a in weights]
+    mask_tensors = [tf.constant(m) for m in masks]
+    slots = init_slots(spec.optimizer, w)
+    if spec.objective == "value":
+        x, target = data.x_train, data.y_train
+    else:
+        x = np.concatenate([data.x_train, [[spec.anchor_x]]]).astype(np.float32)
+        target = data.dy_train
+    fixed = [
+        tf.constant(spec.learning_rate, tf.float32),
+        tf.constant(spec.anchor_weight, tf.float32),
+        tf.constant(math.log(spec.anchor_x), tf.float32),
+        *(tf.constant(a, tf.float32) for a in (x, target, data.x_val, data.y_val, data.dy_val)),
+    ]
+    losses: list[np.ndarray] = []
+    reports: list[Report] = []
+    done, diverged_at, stopped = 0, None, False
+    val_value = val_deriv = math.nan
+    while done < spec.epochs:
+        n = min(spec.report_every, spec.epochs - done)
+        w, slots, chunk_losses, finite, f, df, val_value, val_deriv = fn(
+            w, slots, mask_tensors, tf.constant(done), tf.constant(n), *fixed
+        )
+        chunk_losses = chunk_losses.numpy()
+        losses.append(chunk_losses)
+        done += len(chunk_losses)
+        val_value, val_deriv = float(val_value), float(val_deriv)
+        if not bool(finite):
+            diverged_at = done
+            break
+        report = Report(done, float(chunk_losses[-1]), val_value, val_deriv)
+        reports.append(report)
+        if on_report is not None and on_report(report) and done < spec.epochs:
+            stopped = True
+            break
+    trained = [t.numpy() for t in w]
+    if pad_width is not None:
+        trained = unpad_weights(trained, weights_in)
+    all_losses = np.concatenate(losses)
+    epochs = _history_mask(done, spec.log_every)
+    return TrainResult(
+        history_epochs=epochs,
+        history_loss=all_losses[epochs - 1],
+        reports=reports,
+        val_value_mse=val_value,
+        val_deriv_mse=val_deriv,
+        epochs_run=done,
+        diverged_at=diverged_at,
+        stopped_early=stopped,
+        weights=trained,
+        val_f=f.numpy().ravel(),
+        val_df=df.numpy().ravel(),
+        seconds=time.perf_counter() - started,
+    )
