@@ -172,3 +172,13 @@ def read_tracking(section: Mapping[str, Any]) -> TrackingConfig:
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError("tracking.experiment", experiment, "must be a non-empty name")
     return TrackingConfig(uri=uri, experiment=experiment)
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by ***: safe to print, log, or store as a param or tag."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, at, host = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"

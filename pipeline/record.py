@@ -5,7 +5,9 @@ Shared by `pipeline.train` and every sweep trial, so single runs and trials comp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,32 @@ def load_weights(client: MlflowClient, run_id: str) -> list[np.ndarray]:
         path = client.download_artifacts(run_id, WEIGHTS_ARTIFACT, scratch)
         with np.load(path) as archive:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+
+class BackgroundRecorder:
+    """Records finished trials on one background thread while the next trial trains.
+
+    Plot rendering and MLflow writes hold the GIL only briefly relative to XLA training, which
+    releases it, so on two cores tracking overlaps training instead of adding to it. `drain`
+    waits for everything submitted; call it before reading runs back or exiting.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self._pending: list[Future] = []
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Queue `task`; its failure is reported at `drain`, not raised into the trial loop."""
+        self._pending = [f for f in self._pending if not f.done() or f.exception()]
+        self._pending.append(self._pool.submit(task))
+
+    def drain(self) -> int:
+        """Wait for every queued task; print and count the ones that failed."""
+        failed = 0
+        for future in self._pending:
+            error = future.exception()
+            if error is not None:
+                failed += 1
+                print(f"warning: recording a run failed: {error!r}", file=sys.stderr)
+        self._pending = []
+        return failed

@@ -168,6 +168,8 @@ def train(
             w, slots, mask_tensors, tf.constant(done), tf.constant(n), *fixed
         )
         chunk_losses = chunk_losses.numpy()
+        if not bool(finite):  # the loop stopped at the first non-finite loss; the rest is unset
+            chunk_losses = chunk_losses[: int(np.argmin(np.isfinite(chunk_losses))) + 1]
         losses.append(chunk_losses)
         done += len(chunk_losses)
         val_value, val_deriv = float(val_value), float(val_deriv)

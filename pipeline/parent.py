@@ -1,0 +1,150 @@
+"""The study's parent run in MLflow: found or created once per study, finalised at the end.
+
+The parent run id is recorded on the Optuna study (`mlflow_parent_run_id`), so every worker,
+on any machine and after any restart, logs its trials under the same parent run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
+from pipeline.plots import save_study_plots
+from pipeline.study import finished_count
+
+PARENT_ATTR = "mlflow_parent_run_id"
+BASELINE_ATTR = "baseline"
+WAIT_FOR_CREATOR_S = 60.0
+
+
+def _existing(client: MlflowClient, run_id: str | None) -> str | None:
+    if not run_id:
+        return None
+    try:
+        client.get_run(run_id)
+    except Exception:  # recorded by a study whose tracking store was another one
+        return None
+    return run_id
+
+
+def _search(client: MlflowClient, experiment_id: str, study_name: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`pipeline.role` = 'study' and tags.`optuna.study_name` = '{study_name}'"
+        ),
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def ensure_parent_run(
+    study: optuna.Study,
+    created: bool,
+    client: MlflowClient,
+    experiment_id: str,
+    objective: str,
+    params: Mapping[str, Any],
+) -> str:
+    """The study's parent run id: reused when recorded, else created and recorded on the study.
+
+    The worker that created the study creates the run; others wait briefly for it to appear
+    (or find it by tag), so concurrent workers share one parent. The run is set RUNNING.
+    """
+    run_id = _existing(client, study.user_attrs.get(PARENT_ATTR))
+    deadline = time.monotonic() + (0 if created else WAIT_FOR_CREATOR_S)
+    while run_id is None and time.monotonic() < deadline:
+        time.sleep(0.25)  # another worker is creating the parent run right now
+        run_id = _existing(
+            client,
+            optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(
+                PARENT_ATTR
+            ),
+        )
+    run_id = run_id or _search(client, experiment_id, study.study_name)
+    if run_id is None:
+        run_id = tracking.start_run(
+            client,
+            experiment_id,
+            name=study.study_name,
+            tags={
+                tracking.ROLE: "study",
+                tracking.OBJECTIVE: objective,
+                "optuna.study_name": study.study_name,
+            },
+        )
+        client.log_batch(run_id, params=_params(params), synchronous=True)
+        study.set_user_attr(PARENT_ATTR, run_id)
+    else:
+        client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def _params(params: Mapping[str, Any]):
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in params.items()]
+
+
+def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> dict[str, Any]:
+    """Best value and trial, trial counts, study plots and the best model; the run is FINISHED.
+
+    Idempotent: any worker that sees the study done may call it.
+    """
+    from pipeline.model import build_model
+    from pipeline.record import load_weights
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: 0 for s in optuna.trial.TrialState}
+    for t in trials:
+        counts[t.state.name] += 1
+    summary: dict[str, Any] = {"finished": finished_count(study), "counts": counts}
+    metrics = {f"n_{k.lower()}": float(v) for k, v in counts.items() if k != "WAITING"}
+    try:
+        best = study.best_trial
+    except ValueError:
+        best = None
+    tags: dict[str, str] = {}
+    if best is not None:
+        best_run = best.user_attrs.get("mlflow_run_id", "")
+        metrics["best_value"] = float(best.value)
+        tags = {"best_trial_number": str(best.number), "best_run_id": best_run}
+        summary |= {"best_value": best.value, "best_trial": best, "best_run_id": best_run}
+        if best_run and client.get_run(best_run).data.tags.get("pipeline.model") != "logged":
+            params = best.params
+            hidden = [params[f"units_l{i}"] for i in range(params["n_layers"])]
+            model = build_model(hidden, params["activation"], seed=0)
+            try:
+                model.set_weights(load_weights(client, best_run))
+                tracking.log_keras_model(client, best_run, model)
+                client.set_tag(best_run, "pipeline.model", "logged")
+            except Exception as error:  # the study's books still close; say what is missing
+                print(
+                    f"warning: best model not logged for run {best_run}: {error}", file=sys.stderr
+                )
+    baseline = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) and t.value is not None]
+    if baseline:
+        summary["baseline_value"] = baseline[0].value
+        metrics["baseline_value"] = float(baseline[0].value)
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(
+        parent_run_id,
+        metrics=[Metric(k, v, now, len(trials)) for k, v in metrics.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+        synchronous=True,
+    )
+    with tracking.scratch_dir() as scratch:
+        if save_study_plots(study, Path(scratch)):
+            tracking.log_directory(client, parent_run_id, Path(scratch), "plots")
+    tracking.end_run(client, parent_run_id)
+    return summary

@@ -1,0 +1,225 @@
+"""Running a sweep: preflight checks, local worker processes, signals, and the final summary.
+
+Exit codes: 0 done, 1 stopped after too many failures (or `check` found orphans), 2 bad input,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM). An interrupted sweep resumes when rerun.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pipeline import cli
+from pipeline.config import ConfigError, redact
+from pipeline.settings import SweepSettings
+from pipeline.study import study_name
+from pipeline.worker import StudyOutcome, Terminated, TooManyFailures
+
+CONNECT_TIMEOUT_S = 5
+
+
+def _reachable_database(url: str, key: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+    try:
+        engine = create_engine(url, connect_args=connect_args)
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        engine.dispose()
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(key, redact(url), f"cannot connect ({redact(first)})") from None
+
+
+def preflight(settings: SweepSettings) -> None:
+    """Fail fast (within seconds) on unreachable servers and conflicting studies; writes nothing."""
+    uri = settings.tracking.uri
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=CONNECT_TIMEOUT_S)
+        except (urllib.error.URLError, OSError) as error:
+            raise ConfigError(
+                "tracking.uri", redact(uri), f"no MLflow server answers there ({error})"
+            ) from None
+    elif not uri.startswith("sqlite"):
+        _reachable_database(uri, "tracking.uri")
+    cfg = settings.study
+    if cfg.is_rdb and not cfg.storage.startswith("sqlite"):
+        _reachable_database(cfg.storage, "study.storage")
+    if not cfg.is_rdb and not Path(cfg.storage).exists():
+        return
+    import optuna
+
+    from pipeline.study import OBJECTIVE_ATTR, make_storage
+
+    storage = make_storage(cfg)
+    existing = {s.study_name: s for s in storage.get_all_studies()}
+    for objective in settings.objectives:
+        name = study_name(cfg.name, objective.name, len(settings.objectives))
+        if name not in existing:
+            continue
+        frozen = existing[name]
+        owner = frozen.user_attrs.get(OBJECTIVE_ATTR, objective.name)
+        if owner != objective.name or frozen.directions != [optuna.study.StudyDirection.MINIMIZE]:
+            raise ConfigError(
+                "study.name", name, f"an existing study of that name was made for objective={owner}"
+            )
+
+
+def _worker_main(settings: SweepSettings, index: int) -> None:
+    """A local worker process: its share of every study, threads capped to its share of cores."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for us
+    from pipeline.worker import raise_on_sigterm, run_study
+
+    raise_on_sigterm()
+    cli.import_tensorflow_quietly()
+    from pipeline.trainer import limit_threads
+
+    limit_threads(max(1, (os.cpu_count() or 1) // settings.study.n_workers))
+    try:
+        for objective in settings.objectives:
+            run_study(settings, objective, len(settings.objectives), index, finalize_at_end=False)
+    except Terminated:
+        sys.exit(143)
+    except TooManyFailures as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _run_workers(settings: SweepSettings) -> int:
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker_main, args=(settings, i), name=f"worker-{i}")
+        for i in range(settings.study.n_workers)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        for w in workers:
+            w.join()
+    except KeyboardInterrupt:
+        for w in workers:
+            if w.is_alive():
+                os.kill(w.pid, signal.SIGTERM)
+        for w in workers:
+            w.join()
+        raise
+    codes = [w.exitcode for w in workers]
+    if any(c == 1 for c in codes):
+        return 1
+    return 0
+
+
+def _finalize_all(settings: SweepSettings) -> list[StudyOutcome]:
+    from pipeline.worker import run_study
+
+    # Every study is at n_trials now: this asks for no trial, it only closes the books.
+    return [
+        run_study(settings, objective, len(settings.objectives), progress=False)
+        for objective in settings.objectives
+    ]
+
+
+def print_summary(outcomes: list[StudyOutcome], tracking_uri: str) -> None:
+    """Per objective: baseline, best, improvement, best params and run, then how to look."""
+    from pipeline.tracking import ui_command
+
+    print()
+    header = f"{'objective':<11}{'baseline':>11}{'best':>11}{'improvement':>13}  best trial"
+    print(header)
+    print("-" * len(header))
+    for o in outcomes:
+        s = o.summary
+        best, base = s.get("best_value"), s.get("baseline_value")
+        factor = f"{base / best:,.1f}x" if best and base else "-"
+        trial = s.get("best_trial")
+        params = " ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in (trial.params.items() if trial else [])
+        )
+        print(
+            f"{o.objective:<11}{base if base is not None else float('nan'):>11.3e}"
+            f"{best if best is not None else float('nan'):>11.3e}{factor:>13}  "
+            f"#{trial.number if trial else '-'} {params}"
+        )
+        print(f"{'':<11}study {o.study_name}, best run {s.get('best_run_id', '-')}")
+    print(f"\nCompare the runs: {ui_command(tracking_uri)}")
+
+
+def run_sweep(settings: SweepSettings) -> int:
+    """The whole sweep; returns the process exit code."""
+    try:
+        preflight(settings)
+    except ConfigError as error:
+        cli.fail(error)
+    from pipeline.worker import raise_on_sigterm, run_study
+
+    raise_on_sigterm()
+    cli.import_tensorflow_quietly()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    n = len(settings.objectives)
+    try:
+        if settings.study.n_workers > 1:
+            code = _run_workers(settings)
+            if code:
+                return code
+            outcomes = _finalize_all(settings)
+        else:
+            outcomes = [run_study(settings, objective, n) for objective in settings.objectives]
+    except ConfigError as error:
+        cli.fail(error)
+    except TooManyFailures as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as error:
+        code = 143 if isinstance(error, Terminated) else 130
+        print(
+            "\ninterrupted: the running trial was failed and its run closed as KILLED; "
+            "rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return code
+    print_summary(outcomes, settings.tracking.uri)
+    return 0
+
+
+def run_check(settings: SweepSettings) -> int:
+    """Compare each study with its MLflow runs; 0 when consistent, 1 when orphans were found."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from pipeline import consistency
+    from pipeline.parent import PARENT_ATTR
+    from pipeline.study import make_storage
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    client = MlflowClient(tracking_uri=settings.tracking.uri)
+    experiment = client.get_experiment_by_name(settings.tracking.experiment)
+    storage = make_storage(settings.study)
+    clean = True
+    for objective in settings.objectives:
+        name = study_name(settings.study.name, objective.name, len(settings.objectives))
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            print(f"{name}: no such study")
+            continue
+        parent = study.user_attrs.get(PARENT_ATTR)
+        if experiment is None or parent is None:
+            print(f"{name}: no MLflow study run recorded")
+            clean = False
+            continue
+        found = consistency.check(study, client, experiment.experiment_id, parent)
+        print(f"{name}: {'consistent' if found.clean else 'INCONSISTENT'}")
+        for line in found.lines():
+            print(f"  {line}")
+        clean = clean and found.clean
+    return 0 if clean else 1

@@ -1,0 +1,218 @@
+"""The Optuna side of a sweep: study settings, storage, sampler, pruner, and opening a study.
+
+Everything here is Optuna's own machinery chosen by name from `conf/study/`; nothing is
+reimplemented. A local journal file is the default storage (safe for several processes on one
+machine); an RDB URL (PostgreSQL) lets workers on many machines share one study, with
+heartbeats so a dead worker's trial is failed and retried.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from pipeline.config import ConfigError, read_int, redact
+
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
+PRUNERS = ("median", "hyperband", "none")
+RDB_SCHEMES = ("postgresql", "mysql", "sqlite")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+OBJECTIVE_ATTR = "pipeline.objective"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """How the study is stored, sampled, pruned and how far it goes."""
+
+    name: str = "log-{objective}"
+    n_trials: int = 30
+    storage: str = "mlruns/optuna.journal"
+    sampler: str = "tpe"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = 0
+    n_workers: int = 1
+    report_every: int = 500
+    max_failures: int = 5
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+
+    @property
+    def is_rdb(self) -> bool:
+        return "://" in self.storage
+
+
+def _component(section: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> tuple[str, dict]:
+    value = section.get(key)
+    name, options = (value, {}) if isinstance(value, str) else (None, None)
+    if isinstance(value, Mapping):
+        name, options = value.get("name"), value.get("options") or {}
+    if name not in allowed:
+        raise ConfigError(f"study.{key}.name", name, f"must be one of {', '.join(allowed)}")
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"study.{key}.options", options, "must be a mapping of keyword args")
+    return name, dict(options)
+
+
+def _storage(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("study.storage", value, "must be a journal file path or a database URL")
+    if "://" not in value:
+        if os.path.isdir(value):
+            raise ConfigError("study.storage", value, "is a directory; give a journal file path")
+        return value
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    allowed = "must be postgresql://user@host:port/db, mysql://…, sqlite:///file or a file path"
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise ConfigError("study.storage", redact(value), allowed) from None
+    if url.get_backend_name() not in RDB_SCHEMES:
+        raise ConfigError("study.storage", redact(value), allowed)
+    if url.get_backend_name() != "sqlite" and (not url.host or not url.database):
+        raise ConfigError("study.storage", redact(value), f"needs a host and a database; {allowed}")
+    return value
+
+
+def read_study(section: Mapping[str, Any]) -> StudyConfig:
+    """Checked study settings (raises ConfigError naming the key)."""
+    name = section.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("study.name", name, "must be a non-empty name")
+    sampler, sampler_options = _component(section, "sampler", SAMPLERS)
+    pruner, pruner_options = _component(section, "pruner", PRUNERS)
+    seed = section.get("seed")
+    if seed is not None:
+        seed = read_int(section, "study", "seed", minimum=0)
+    return StudyConfig(
+        name=name,
+        n_trials=read_int(section, "study", "n_trials", minimum=1),
+        storage=_storage(section.get("storage")),
+        sampler=sampler,
+        sampler_options=sampler_options,
+        pruner=pruner,
+        pruner_options=pruner_options,
+        seed=seed,
+        n_workers=read_int(section, "study", "n_workers", minimum=1),
+        report_every=read_int(section, "study", "report_every", minimum=1),
+        max_failures=read_int(section, "study", "max_failures", minimum=1),
+        heartbeat_interval=read_int(section, "study", "heartbeat_interval", minimum=1),
+        grace_period=read_int(section, "study", "grace_period", minimum=1),
+    )
+
+
+def study_name(template: str, objective: str, n_objectives: int) -> str:
+    """`{objective}` filled in; a plain name gets `-<objective>` when one sweep runs both."""
+    if "{objective}" in template:
+        return template.replace("{objective}", objective)
+    return f"{template}-{objective}" if n_objectives > 1 else template
+
+
+def worker_id() -> str:
+    """host:pid of this process, recorded on the trials it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler of that name with its options; workers get distinct seeds."""
+    seed = None if cfg.seed is None else cfg.seed + seed_offset
+    options = {"seed": seed, **cfg.sampler_options}
+    try:
+        if cfg.sampler == "tpe":
+            return optuna.samplers.TPESampler(**options)
+        if cfg.sampler == "random":
+            return optuna.samplers.RandomSampler(**options)
+        if cfg.sampler == "cmaes":
+            return optuna.samplers.CmaEsSampler(**options)
+        if cfg.sampler == "qmc":
+            return optuna.samplers.QMCSampler(**options)
+        import torch  # noqa: F401  (GPSampler needs it)
+
+        return optuna.samplers.GPSampler(**options)
+    except ImportError:
+        raise ConfigError(
+            "study.sampler.name", cfg.sampler, "needs PyTorch: pip install -e '.[gp]'"
+        ) from None
+    except TypeError as error:
+        raise ConfigError("study.sampler.options", cfg.sampler_options, str(error)) from None
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """Optuna's pruner of that name with its options (`none` never prunes)."""
+    try:
+        if cfg.pruner == "median":
+            return optuna.pruners.MedianPruner(**cfg.pruner_options)
+        if cfg.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(**cfg.pruner_options)
+        return optuna.pruners.NopPruner()
+    except TypeError as error:
+        raise ConfigError("study.pruner.options", cfg.pruner_options, str(error)) from None
+
+
+def make_storage(cfg: StudyConfig) -> optuna.storages.BaseStorage:
+    """A journal file (default, local processes) or an RDB with heartbeats and retries."""
+    if not cfg.is_rdb:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        os.makedirs(os.path.dirname(os.path.abspath(cfg.storage)), exist_ok=True)
+        lock = JournalFileOpenLock(cfg.storage)
+        return optuna.storages.JournalStorage(JournalFileBackend(cfg.storage, lock_obj=lock))
+    engine_kwargs: dict[str, Any] = {}
+    if cfg.storage.startswith("postgresql"):
+        engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
+    return optuna.storages.RDBStorage(
+        cfg.storage,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=cfg.heartbeat_interval,
+        grace_period=cfg.grace_period,
+        failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+    )
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    objective: str,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> tuple[optuna.Study, bool]:
+    """Create the study or load it; True when this call created it.
+
+    A study of that name made for the other objective (or to maximise) is refused with a
+    ConfigError before anything is written.
+    """
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner
+        )
+        study.set_user_attr(OBJECTIVE_ATTR, objective)
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+    owner = study.user_attrs.get(OBJECTIVE_ATTR, objective)
+    if owner != objective or study.directions != [optuna.study.StudyDirection.MINIMIZE]:
+        what = f"objective={owner}" if owner != objective else "a different direction"
+        raise ConfigError(
+            "study.name", name, f"an existing study of that name was made for {what}; pick another"
+        )
+    return study, False
+
+
+def finished_count(study: optuna.Study) -> int:
+    """COMPLETE + PRUNED trials: what `study.n_trials` counts (failed ones are made up)."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Whether a study of that name is already in `storage`."""
+    return any(s.study_name == name for s in storage.get_all_studies())

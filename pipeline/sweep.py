@@ -1,0 +1,62 @@
+"""`python -m pipeline.sweep`: Optuna studies over architecture and learning rate, in MLflow.
+
+Bare, it runs one study per objective (value, then derivative); `objective=value` runs one.
+`study.n_workers=N` runs N local worker processes on each study; `check=true` only compares
+Optuna with MLflow and reports orphans. `main` reads config; the work is in plain functions.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import cli
+from pipeline.config import (
+    OBJECTIVES,
+    ConfigError,
+    ObjectiveConfig,
+    read_data,
+    read_objective,
+    read_tracking,
+    read_train,
+)
+from pipeline.search import read_search
+from pipeline.settings import SweepSettings
+from pipeline.study import read_study
+
+
+def read_settings(cfg: DictConfig) -> SweepSettings:
+    """Typed, validated sweep settings (raises ConfigError naming the key)."""
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    chosen = read_objective(raw["objective"], (*OBJECTIVES, "both"))
+    names = OBJECTIVES if chosen.name == "both" else (chosen.name,)
+    objectives = tuple(
+        ObjectiveConfig(name, chosen.anchor_weight, chosen.anchor_x) for name in names
+    )
+    return SweepSettings(
+        objectives=objectives,
+        data=read_data(raw["data"]),
+        train=read_train(raw["train"]),
+        search=read_search(raw["search"]),
+        study=read_study(raw["study"]),
+        tracking=read_tracking(raw["tracking"]),
+    )
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+def main(cfg: DictConfig) -> None:
+    """Read and check the config, then sweep (or check) every chosen objective."""
+    try:
+        settings = read_settings(cfg)
+    except ConfigError as error:
+        cli.fail(error)
+    cli.import_tensorflow_quietly()
+    from pipeline.runner import run_check, run_sweep
+
+    sys.exit(run_check(settings) if cfg.get("check") else run_sweep(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""One worker's share of a study: ask for trials until the study has `n_trials` finished.
+
+Any number of workers (processes here or on other machines) may run this on the same study;
+each asks for its next trial as soon as the last one ends. Interrupts end the running trial
+(FAIL in Optuna, KILLED in MLflow) and propagate; a rerun resumes the study.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from pipeline import consistency, tracking
+from pipeline.config import ObjectiveConfig, redact
+from pipeline.parent import BASELINE_ATTR, ensure_parent_run, finalize
+from pipeline.search import BASELINE, as_params, contains
+from pipeline.settings import SweepSettings
+from pipeline.study import (
+    finished_count,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    open_study,
+    study_name,
+)
+
+
+@dataclass
+class StudyOutcome:
+    objective: str
+    study_name: str
+    parent_run_id: str
+    experiment_id: str
+    summary: dict[str, Any]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so Optuna fails the running trial and we unwind cleanly."""
+
+
+class TooManyFailures(RuntimeError):
+    """`study.max_failures` trials failed in a row: something is wrong beyond one trial."""
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in this process."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def parent_params(settings: SweepSettings, objective: ObjectiveConfig) -> dict[str, Any]:
+    """What the study run records of its setup (storage URL with any password masked)."""
+    s = settings
+    params: dict[str, Any] = {
+        "objective": objective.name,
+        "n_trials": s.study.n_trials,
+        "sampler": s.study.sampler,
+        "sampler_options": s.study.sampler_options,
+        "pruner": s.study.pruner,
+        "pruner_options": s.study.pruner_options,
+        "study_seed": s.study.seed,
+        "report_every": s.study.report_every,
+        "storage": redact(s.study.storage),
+        "epochs": s.train.epochs,
+        "seed": s.train.seed,
+    }
+    params |= {f"data.{k}": v for k, v in vars(s.data).items()}
+    params |= {f"search.{k}": v for k, v in vars(s.search).items()}
+    if objective.name == "derivative":
+        params |= {"anchor_weight": objective.anchor_weight, "anchor_x": objective.anchor_x}
+    return params
+
+
+def trial_line(name: str, t: optuna.trial.FrozenTrial, best: float | None) -> str:
+    """One concise line per finished trial."""
+    p = t.params
+    units = ",".join(str(p.get(f"units_l{i}")) for i in range(p.get("n_layers", 0)))
+    value = f"{t.value:.3e}" if t.value is not None else "-"
+    why = t.user_attrs.get("failure_reason", "")
+    seconds = (t.duration.total_seconds()) if t.duration else 0.0
+    best_text = f"best {best:.3e}" if best is not None else "best -"
+    return (
+        f"{name} #{t.number:<3} {t.state.name:<8} {value:>10}  [{units}] {p.get('activation')} "
+        f"{p.get('optimizer')} lr={p.get('learning_rate', 0):.1e}  {seconds:.2f}s  {best_text}"
+        + (f"  ({why})" if why else "")
+    )
+
+
+def _best(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:
+        return None
+
+
+def run_study(
+    settings: SweepSettings,
+    objective: ObjectiveConfig,
+    n_objectives: int,
+    worker_index: int = 0,
+    finalize_at_end: bool = True,
+    progress: bool = True,
+) -> StudyOutcome:
+    """Work on the objective's study until it has `n_trials` COMPLETE + PRUNED trials."""
+    from pipeline.data import make_dataset
+    from pipeline.record import BackgroundRecorder
+    from pipeline.trials import TrialContext, run_trial
+
+    cfg = settings.study
+    name = study_name(cfg.name, objective.name, n_objectives)
+    study, created = open_study(
+        make_storage(cfg),
+        name,
+        objective.name,
+        make_sampler(cfg, seed_offset=worker_index),
+        make_pruner(cfg),
+    )
+    client, experiment_id = tracking.connect(settings.tracking)
+    params = parent_params(settings, objective)
+    parent = ensure_parent_run(study, created, client, experiment_id, objective.name, params)
+    if created and contains(settings.search, BASELINE):
+        study.enqueue_trial(
+            as_params(BASELINE), user_attrs={BASELINE_ATTR: True}, skip_if_exists=True
+        )
+    for line in consistency.repair(study, client):
+        tqdm.write(f"{name}: repaired {line}")
+    ctx = TrialContext(
+        client=client,
+        experiment_id=experiment_id,
+        parent_run_id=parent,
+        study_name=name,
+        objective=objective,
+        train=settings.train,
+        space=settings.search,
+        data=make_dataset(settings.data),
+        report_every=cfg.report_every,
+        recorder=BackgroundRecorder(),
+    )
+    done = finished_count(study)
+    bar = tqdm(
+        total=cfg.n_trials, initial=done, desc=name, disable=not progress or None, leave=False
+    )
+    failures = 0
+    finished: list[optuna.trial.FrozenTrial] = []
+    try:
+        while finished_count(study) < cfg.n_trials:
+            study.optimize(
+                lambda trial: run_trial(trial, ctx),
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=[lambda _, t: finished.append(t)],
+            )
+            trial = finished.pop()
+            failures = failures + 1 if trial.state == TrialState.FAIL else 0
+            best = _best(study)
+            bar.set_postfix_str(f"best {best:.3e}" if best is not None else "")
+            bar.n = min(finished_count(study), cfg.n_trials)
+            bar.refresh()
+            tqdm.write(trial_line(name, trial, best))
+            if failures >= cfg.max_failures:
+                raise TooManyFailures(
+                    f"study {name}: {failures} trials failed in a row "
+                    f"(last: {trial.user_attrs.get('failure_reason', 'unknown')}); stopping. "
+                    "Fix the cause and rerun the same command to resume."
+                )
+            for line in consistency.repair(study, client):
+                tqdm.write(f"{name}: repaired {line}")
+    except BaseException as error:
+        bar.close()
+        ctx.recorder.drain()
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            tracking.end_run(client, parent, status)
+        raise
+    bar.close()
+    ctx.recorder.drain()
+    summary: dict[str, Any] = {"finished": finished_count(study)}
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if finalize_at_end and not running:
+        summary = finalize(study, client, parent)
+    return StudyOutcome(objective.name, name, parent, experiment_id, summary)
