@@ -114,6 +114,7 @@ def run_study(
     from pipeline.record import BackgroundRecorder
     from pipeline.trials import TrialContext, run_trial
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours to print
     cfg = settings.study
     name = study_name(cfg.name, objective.name, n_objectives)
     study, created = open_study(
@@ -123,6 +124,8 @@ def run_study(
         make_sampler(cfg, seed_offset=worker_index),
         make_pruner(cfg),
     )
+    # A resumed or parallel worker must not replay another's random stream: offset the seed.
+    study.sampler = make_sampler(cfg, seed_offset=worker_index * 100_003 + len(study.trials))
     client, experiment_id = tracking.connect(settings.tracking)
     params = parent_params(settings, objective)
     parent = ensure_parent_run(study, created, client, experiment_id, objective.name, params)
