@@ -1,0 +1,177 @@
+"""Every config group option composes, and each bad input raises ConfigError naming its key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import (
+    OBJECTIVES,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    TrainConfig,
+    read_data,
+    read_objective,
+    read_tracking,
+    read_train,
+)
+from pipeline.train import read_settings
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+ComposeFn = Callable[..., DictConfig]
+PRIMARY_CONFIGS = ("train", "sweep")
+
+
+def _groups_of(config_name: str) -> set[str]:
+    """The config groups a primary config selects in its defaults list."""
+    defaults = OmegaConf.load(CONF_DIR / f"{config_name}.yaml")["defaults"]
+    return {
+        next(iter(entry)) for entry in defaults if not isinstance(entry, str) and len(entry) == 1
+    } - {"override hydra/job_logging"}
+
+
+def _group_options() -> list[tuple[str, str, str]]:
+    """(primary config, group, option) for every YAML file of every group a primary config uses."""
+    cases = []
+    for config_name in PRIMARY_CONFIGS:
+        for group in sorted(_groups_of(config_name)):
+            for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
+                cases.append((config_name, group, option))
+    return cases
+
+
+def test_every_group_is_used_by_a_primary_config() -> None:
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    used = set().union(*(_groups_of(name) for name in PRIMARY_CONFIGS))
+    assert groups == used, f"groups no primary config selects: {groups - used}"
+
+
+@pytest.mark.parametrize(("config_name", "group", "option"), _group_options())
+def test_group_option_composes(
+    compose_cfg: ComposeFn, config_name: str, group: str, option: str
+) -> None:
+    cfg = compose_cfg(config_name, [f"{group}={option}"])
+    expected = OmegaConf.load(Path(CONF_DIR, group, f"{option}.yaml"))
+    assert OmegaConf.to_container(cfg[group]) == OmegaConf.to_container(expected)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_train_config_reads_into_settings(compose_cfg: ComposeFn, objective: str) -> None:
+    settings = read_settings(compose_cfg("train", [f"objective={objective}"]))
+    assert settings.objective == ObjectiveConfig(name=objective)
+    # The defaults are the blog post's setup.
+    assert settings.data == DataConfig()
+    assert settings.model == ModelConfig(hidden=(10, 10), activation="sigmoid")
+    assert settings.train == TrainConfig(epochs=10_000, optimizer="sgd", learning_rate=0.1)
+    assert settings.tracking.uri == "sqlite:///mlruns/mlflow.db"
+
+
+def test_train_overrides_reach_settings(compose_cfg: ComposeFn) -> None:
+    cfg = compose_cfg(
+        "train",
+        [
+            "model.hidden=[32,16,8]",
+            "model.activation=tanh",
+            "train.optimizer=adam",
+            "train.learning_rate=0.003",
+            "train.epochs=7",
+            "data.n_train=2",
+            "objective=derivative",
+            "objective.anchor_weight=0",
+        ],
+    )
+    s = read_settings(cfg)
+    assert s.model == ModelConfig(hidden=(32, 16, 8), activation="tanh")
+    assert (s.train.optimizer, s.train.learning_rate, s.train.epochs) == ("adam", 0.003, 7)
+    assert s.data.n_train == 2
+    assert s.objective.anchor_weight == 0.0
+
+
+@pytest.mark.parametrize("objective", ["both", *OBJECTIVES])
+def test_sweep_config_composes_per_objective(compose_cfg: ComposeFn, objective: str) -> None:
+    cfg = compose_cfg("sweep", [f"objective={objective}"])
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert read_objective(raw["objective"], (*OBJECTIVES, "both")).name == objective
+    assert read_data(raw["data"]) == DataConfig()
+    assert read_train(raw["train"]).optimizer == "sgd"
+    read_tracking(raw["tracking"])
+    assert {"search", "study"} <= set(raw)
+
+
+def test_sweep_objective_both_is_default(compose_cfg: ComposeFn) -> None:
+    assert compose_cfg("sweep").objective.name == "both"
+
+
+# (override, key the error must name): every bad input of issue 2, through the user's path.
+BAD_INPUTS = [
+    ("objective.name=foo", "objective"),
+    ("objective=both", "objective"),  # a sweep-only option: `pipeline.train` runs one objective
+    ("model.activation=swish2", "model.activation"),
+    ("train.optimizer=rmsprop", "train.optimizer"),
+    ("data.x_min=0", "data.x_min"),
+    ("data.x_min=-0.5", "data.x_min"),
+    ("data.x_max=0.1", "data.x_max"),  # x_min == x_max
+    ("data.x_max=0.05", "data.x_max"),  # x_min > x_max
+    ("data.n_train=1", "data.n_train"),
+    ("data.n_train=0", "data.n_train"),
+    ("train.epochs=0", "train.epochs"),
+    ("train.epochs=-10", "train.epochs"),
+    ("model.hidden=[]", "model.hidden"),
+    ("model.hidden=[10,0]", "model.hidden"),
+    ("model.hidden=[-3]", "model.hidden"),
+    ("train.learning_rate=0", "train.learning_rate"),
+    ("train.learning_rate=-0.1", "train.learning_rate"),
+]
+
+
+@pytest.mark.parametrize(("override", "key"), BAD_INPUTS)
+def test_bad_input_names_its_key(compose_cfg: ComposeFn, override: str, key: str) -> None:
+    cfg = compose_cfg("train", [override])
+    with pytest.raises(ConfigError) as caught:
+        read_settings(cfg)
+    assert caught.value.key == key
+    message = str(caught.value).replace(" ", "")
+    assert message.startswith(f"{key}=")
+    typed = override.split("=", 1)[1]
+    assert typed in message  # the value the user typed, whitespace aside
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.x_min=0.001",
+        "data.n_train=2",
+        "train.epochs=1",
+        "model.hidden=[1]",
+        "train.learning_rate=1e-9",
+        "objective=derivative",
+    ],
+)
+def test_edge_of_allowed_input_is_accepted(compose_cfg: ComposeFn, override: str) -> None:
+    read_settings(compose_cfg("train", [override]))
+
+
+def test_read_objective_defaults_the_anchor() -> None:
+    assert read_objective({"name": "value"}, OBJECTIVES) == ObjectiveConfig(name="value")
+    free = read_objective({"name": "derivative", "anchor_weight": 0}, OBJECTIVES)
+    assert (free.anchor_weight, free.anchor_x) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"name": "derivative", "anchor_weight": -1.0}, "objective.anchor_weight"),
+        ({"name": "derivative", "anchor_x": 0.0}, "objective.anchor_x"),
+        ({"name": "derivative", "anchor_x": -2.0}, "objective.anchor_x"),
+        ({"name": None}, "objective"),
+    ],
+)
+def test_bad_anchor_names_its_key(section: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        read_objective(section, OBJECTIVES)
+    assert caught.value.key == key
