@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import optuna
+from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
@@ -78,7 +79,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
         killed = isinstance(error, KeyboardInterrupt)
         reason = "interrupted" if killed else f"{type(error).__name__}: {error}"
         trial.set_user_attr(REASON, reason)
-        ctx.client.log_batch(run_id, tags=_tags("FAIL", reason), synchronous=True)
+        tags = [RunTag(k, v) for k, v in _tags("FAIL", reason).items()]
+        ctx.client.log_batch(run_id, tags=tags, synchronous=True)
         tracking.end_run(ctx.client, run_id, "KILLED" if killed else "FAILED")
         raise
     params = run_params(

@@ -1,0 +1,148 @@
+"""Tracking overhead as a fraction of a sweep trial's wall time, at default settings.
+
+Per trial configuration (10,000 epochs, report_every 500, weights padded as the sweep pads them,
+graphs compiled in a warm-up first):
+- train only: `pipeline.trainer.train`;
+- synchronous: create the child run, train, `record.record_training` (params, metric history,
+  final metrics, three plots, weights) and close the run, all in line;
+- background: as the sweep does it, recording handed to `record.BackgroundRecorder` so it overlaps
+  the next trial's training (timed over the whole sequence, including the final drain).
+Overhead = (path - train only) / train only. Target: <= 20%.
+
+    python benchmarks/tracking.py [--epochs 10000] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TARGET = 0.20
+CONFIGS = [  # (hidden, activation, optimizer, learning_rate): the baseline and two sampled kinds
+    ((10, 10), "sigmoid", "sgd", 0.1),
+    ((32,), "tanh", "adam", 0.01),
+    ((8, 24, 8), "softplus", "adam", 0.003),
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10_000)
+    parser.add_argument("--report-every", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=2, help="passes over the configurations")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    from pipeline import cli
+
+    cli.import_tensorflow_quietly()
+    from pipeline import tracking
+    from pipeline.config import DataConfig, TrackingConfig
+    from pipeline.data import make_dataset
+    from pipeline.model import build_model, initial_weights
+    from pipeline.record import BackgroundRecorder, record_training, run_params
+    from pipeline.search import SearchSpace
+    from pipeline.trainer import TrainSpec, train
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+    data = make_dataset(DataConfig())
+    pad = SearchSpace().units.high
+    client, experiment_id = tracking.connect(
+        TrackingConfig(uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}", experiment="bench")
+    )
+    parent = tracking.start_run(client, experiment_id, "bench", {tracking.ROLE: "study"})
+
+    def spec(activation: str, optimizer: str, lr: float) -> TrainSpec:
+        return TrainSpec(activation, optimizer, lr, args.epochs, report_every=args.report_every)
+
+    def train_one(config):
+        hidden, activation, optimizer, lr = config
+        weights = initial_weights(build_model(hidden, activation, seed=0))
+        return train(spec(activation, optimizer, lr), weights, data, pad_width=pad)
+
+    def start(index: int) -> str:
+        return tracking.start_run(
+            client,
+            experiment_id,
+            f"trial-{index}",
+            {tracking.ROLE: "trial", "optuna.state": "RUNNING"},
+            parent_run_id=parent,
+        )
+
+    def record(run_id: str, config, result) -> None:
+        hidden, activation, optimizer, lr = config
+        params = run_params(hidden, activation, optimizer, lr, args.epochs, 0, "value")
+        tags = {"optuna.state": "COMPLETE"}
+        record_training(client, run_id, result, data, params, "value", run_id[:8], tags)
+        tracking.end_run(client, run_id)
+
+    sequence = CONFIGS * args.repeats
+    print(
+        f"{len(sequence)} trials per path, {args.epochs} epochs, report_every {args.report_every}"
+    )
+    started = time.perf_counter()
+    for config in CONFIGS:  # compile every graph first: compilation is not tracking
+        train_one(config)
+    print(f"warm-up (XLA compile of {len(CONFIGS)} graphs): {time.perf_counter() - started:.1f} s")
+
+    train_only, record_only = [], []
+    for config in sequence:
+        t0 = time.perf_counter()
+        train_one(config)
+        train_only.append(time.perf_counter() - t0)
+
+    synchronous = []
+    for index, config in enumerate(sequence):
+        t0 = time.perf_counter()
+        run_id = start(index)
+        result = train_one(config)
+        t1 = time.perf_counter()
+        record(run_id, config, result)
+        t2 = time.perf_counter()
+        synchronous.append(t2 - t0)
+        record_only.append(t2 - t1)
+
+    recorder = BackgroundRecorder()
+    t0 = time.perf_counter()
+    for index, config in enumerate(sequence):
+        run_id = start(1000 + index)
+        result = train_one(config)
+        recorder.submit(lambda r=run_id, c=config, res=result: record(r, c, res))
+    failed = recorder.drain()
+    background_total = time.perf_counter() - t0
+    if failed:
+        raise SystemExit(f"{failed} background recordings failed")
+    tracking.end_run(client, parent)
+
+    base = statistics.mean(train_only)
+    sync = statistics.mean(synchronous)
+    background = background_total / len(sequence)
+    print(
+        f"train only:               {base:.3f} s/trial (median {statistics.median(train_only):.3f})"
+    )
+    alone = statistics.mean(record_only)
+    print(
+        f"train + record, sync:       {sync:.3f} s/trial  overhead {(sync - base) / base:+.1%}"
+        f"  (recording alone {alone:.3f} s)"
+    )
+    print(
+        f"train + record, background: {background:.3f} s/trial  "
+        f"overhead {(background - base) / base:+.1%}"
+    )
+    for name, value in (("synchronous", sync), ("background", background)):
+        verdict = "meets" if (value - base) / base <= TARGET else "misses"
+        print(f"target <= {TARGET:.0%} overhead: {name} {verdict} it")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
