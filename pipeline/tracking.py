@@ -137,8 +137,19 @@ def log_keras_model(client: MlflowClient, run_id: str, model: Any) -> None:
         client.set_terminated(run_id, status=status)
 
 
-def ui_command(uri: str) -> str:
-    """The shell command that opens the MLflow UI on this store."""
+def ui_command(uri: str, experiment_id: str | None = None) -> str:
+    """How to see the runs: the runs page of a server's UI, or the command serving this store.
+
+    `python -m pipeline.ui` serves the MLflow UI and prints the deep link to the experiment's
+    training runs (MLflow 3 otherwise opens on a GenAI overview that shows none of them).
+    """
+    from pipeline.ui import DEFAULT_STORE, runs_url
+
     if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return runs_url(uri, experiment_id) if experiment_id else uri
+    command = "python -m pipeline.ui"
+    if uri != DEFAULT_STORE:
+        command += f" --backend-store-uri {uri}"
+    if experiment_id:
+        command += f" --experiment-id {experiment_id}"
+    return command
