@@ -59,7 +59,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     learning_rate: float = 0.1
     seed: int = 0
-    log_every: int = 10
+    log_every: int = 50
 
 
 @dataclass(frozen=True)

@@ -125,14 +125,26 @@ def end_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None
 
 
 def log_keras_model(client: MlflowClient, run_id: str, model: Any) -> None:
-    """Attach a Keras model to an existing run with MLflow's Keras flavour."""
+    """Attach a Keras model to an existing run with MLflow's Keras flavour.
+
+    The signature (x column in, f(x) column out) and the requirements are given, so MLflow
+    neither warns nor spends seconds re-importing TensorFlow in a subprocess to infer them.
+    """
+    from importlib.metadata import version
+
     import mlflow
     import mlflow.keras
+    from mlflow.models import infer_signature
 
     status = client.get_run(run_id).info.status
+    example = np.array([[0.5], [1.0]], dtype=np.float32)
+    signature = infer_signature(example, np.asarray(model(example)))
+    requirements = [f"{p}=={version(p)}" for p in ("tensorflow", "keras", "numpy")]
     mlflow.set_tracking_uri(client.tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        mlflow.keras.log_model(model, name="model")
+        mlflow.keras.log_model(
+            model, name="model", signature=signature, pip_requirements=requirements
+        )
     if status != "RUNNING":
         client.set_terminated(run_id, status=status)
 

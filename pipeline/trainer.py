@@ -35,7 +35,7 @@ class TrainSpec:
     objective: str = "value"
     anchor_weight: float = 1.0
     anchor_x: float = 1.0
-    log_every: int = 10
+    log_every: int = 50
     report_every: int = 500
 
 
@@ -92,9 +92,11 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
         return derivative_loss(weights, x, target, activation, anchor_weight, anchor_y, masks)
 
     def chunk(
-        weights, slots, masks, done, n, lr, anchor_weight, anchor_y, x, target, x_val, y_val, dy_val
+        weights, slots, masks, done, capacity, n, lr, anchor_weight, anchor_y, x, target, *val
     ):
-        losses = tf.TensorArray(tf.float32, size=n, element_shape=())
+        # XLA fixes the buffer's size at compile time: `capacity` stays the same for every call
+        # (report_every) and the runtime `n` <= capacity ends a short last chunk early.
+        losses = tf.TensorArray(tf.float32, size=capacity, element_shape=())
 
         def keep_going(i, w, s, losses, finite):
             return tf.logical_and(i < n, finite)
@@ -112,7 +114,7 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
             keep_going, epoch, (tf.constant(0), list(weights), list(slots), losses, True)
         )
         f, df, val_value, val_deriv = validation_errors(
-            weights, x_val, y_val, dy_val, activation, masks if masked else None
+            weights, *val, activation, masks if masked else None
         )
         return weights, slots, losses.stack(), finite, f, df, val_value, val_deriv
 
@@ -158,6 +160,7 @@ def train(
         tf.constant(math.log(spec.anchor_x), tf.float32),
         *(tf.constant(a, tf.float32) for a in (x, target, data.x_val, data.y_val, data.dy_val)),
     ]
+    capacity = tf.constant(spec.report_every)
     losses: list[np.ndarray] = []
     reports: list[Report] = []
     done, diverged_at, stopped = 0, None, False
@@ -165,9 +168,9 @@ def train(
     while done < spec.epochs:
         n = min(spec.report_every, spec.epochs - done)
         w, slots, chunk_losses, finite, f, df, val_value, val_deriv = fn(
-            w, slots, mask_tensors, tf.constant(done), tf.constant(n), *fixed
+            w, slots, mask_tensors, tf.constant(done), capacity, tf.constant(n), *fixed
         )
-        chunk_losses = chunk_losses.numpy()
+        chunk_losses = chunk_losses.numpy()[:n]
         if not bool(finite):  # the loop stopped at the first non-finite loss; the rest is unset
             chunk_losses = chunk_losses[: int(np.argmin(np.isfinite(chunk_losses))) + 1]
         losses.append(chunk_losses)

@@ -58,8 +58,8 @@ class Finished:
 
 # Each case runs `pipeline.train` once in its own empty directory.
 CASES = {
-    "value": ["objective=value", f"train.epochs={EPOCHS}"],
-    "derivative": ["objective=derivative", f"train.epochs={EPOCHS}"],
+    "value": ["objective=value", f"train.epochs={EPOCHS}", "train.log_every=10"],
+    "derivative": ["objective=derivative", f"train.epochs={EPOCHS}", "train.log_every=10"],
     "diverged": ["train.learning_rate=1e6", f"train.epochs={EPOCHS}"],
 }
 
