@@ -31,6 +31,8 @@ def import_tensorflow_quietly() -> None:
         os.dup2(devnull, 2)
         import tensorflow as tf
 
+        # A new network depth is a new trace by design; TF's "excessive retracing" note is noise.
+        tf.get_logger().setLevel("ERROR")
         tf.constant(0.0)  # the device probe happens on first use
     finally:
         os.dup2(saved, 2)

@@ -118,7 +118,7 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
         )
         return weights, slots, losses.stack(), finite, f, df, val_value, val_deriv
 
-    return tf.function(chunk, jit_compile=True, reduce_retracing=True)
+    return tf.function(chunk, jit_compile=True, reduce_retracing=True, autograph=False)
 
 
 def _history_mask(epochs_run: int, log_every: int) -> np.ndarray:
