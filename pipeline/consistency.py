@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from pipeline import tracking
@@ -93,6 +94,16 @@ def check(
 def repair(study: optuna.Study, client: MlflowClient) -> list[str]:
     """Fail trials of dead local workers (re-enqueued) and close their runs; say what was done."""
     done = []
+    # RDB storages: trials whose heartbeat stopped (a worker on any machine died) fail and retry.
+    storage = study._storage
+    if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+        stale = storage._get_stale_trial_ids(study._study_id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        for trial_id in stale:
+            number = storage.get_trial_number_from_id(trial_id)
+            done.append(f"trial {number}: heartbeat stale; failed, retried")
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _dead_local_worker(t):
             continue

@@ -13,12 +13,15 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import cli
-from pipeline.config import ConfigError, redact
+from pipeline.config import ConfigError, redact, sqlalchemy_url
 from pipeline.settings import SweepSettings
 from pipeline.study import study_name
-from pipeline.worker import StudyOutcome, Terminated, TooManyFailures
+
+if TYPE_CHECKING:
+    from pipeline.worker import StudyOutcome
 
 CONNECT_TIMEOUT_S = 5
 
@@ -28,7 +31,7 @@ def _reachable_database(url: str, key: str) -> None:
 
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
     try:
-        engine = create_engine(url, connect_args=connect_args)
+        engine = create_engine(sqlalchemy_url(url), connect_args=connect_args)
         with engine.connect() as connection:
             connection.execute(text("select 1"))
         engine.dispose()
@@ -75,13 +78,10 @@ def preflight(settings: SweepSettings) -> None:
 def _worker_main(settings: SweepSettings, index: int) -> None:
     """A local worker process: its share of every study, threads capped to its share of cores."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for us
-    from pipeline.worker import raise_on_sigterm, run_study
+    cli.import_tensorflow_quietly(threads=max(1, (os.cpu_count() or 1) // settings.study.n_workers))
+    from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
 
     raise_on_sigterm()
-    cli.import_tensorflow_quietly()
-    from pipeline.trainer import limit_threads
-
-    limit_threads(max(1, (os.cpu_count() or 1) // settings.study.n_workers))
     try:
         for objective in settings.objectives:
             run_study(settings, objective, len(settings.objectives), index, finalize_at_end=False)
@@ -93,6 +93,12 @@ def _worker_main(settings: SweepSettings, index: int) -> None:
 
 
 def _run_workers(settings: SweepSettings) -> int:
+    from pipeline.worker import prepare_study
+
+    # Create the tracking store, experiment, studies and parent runs here, once, so the
+    # workers only join them (concurrent first use of a SQLite store races its migrations).
+    for objective in settings.objectives:
+        prepare_study(settings, objective, len(settings.objectives))
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=_worker_main, args=(settings, i), name=f"worker-{i}")
@@ -109,11 +115,32 @@ def _run_workers(settings: SweepSettings) -> int:
                 os.kill(w.pid, signal.SIGTERM)
         for w in workers:
             w.join()
+        _close_parents(settings, "KILLED")
         raise
     codes = [w.exitcode for w in workers]
     if any(c == 1 for c in codes):
         return 1
     return 0
+
+
+def _close_parents(settings: SweepSettings, status: str) -> None:
+    """After the workers stopped: close leftovers and end each study's parent run as `status`."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from pipeline import consistency, tracking
+    from pipeline.parent import PARENT_ATTR
+    from pipeline.study import make_storage
+
+    client, _ = tracking.connect(settings.tracking)
+    storage = make_storage(settings.study)
+    for objective in settings.objectives:
+        name = study_name(settings.study.name, objective.name, len(settings.objectives))
+        study = optuna.load_study(study_name=name, storage=storage)
+        consistency.repair(study, client)
+        parent = study.user_attrs.get(PARENT_ATTR)
+        if parent and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            tracking.end_run(client, parent, status)
 
 
 def _finalize_all(settings: SweepSettings) -> list[StudyOutcome]:
@@ -149,7 +176,8 @@ def print_summary(outcomes: list[StudyOutcome], tracking_uri: str) -> None:
             f"#{trial.number if trial else '-'} {params}"
         )
         print(f"{'':<11}study {o.study_name}, best run {s.get('best_run_id', '-')}")
-    print(f"\nCompare the runs: {ui_command(tracking_uri)}")
+    experiment_id = outcomes[0].experiment_id if outcomes else None
+    print(f"\nCompare the runs: {ui_command(tracking_uri, experiment_id)}")
 
 
 def run_sweep(settings: SweepSettings) -> int:
@@ -158,10 +186,10 @@ def run_sweep(settings: SweepSettings) -> int:
         preflight(settings)
     except ConfigError as error:
         cli.fail(error)
-    from pipeline.worker import raise_on_sigterm, run_study
+    cli.import_tensorflow_quietly()
+    from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
 
     raise_on_sigterm()
-    cli.import_tensorflow_quietly()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -17,11 +17,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.config import ConfigError, read_int, redact
+from pipeline.config import ConfigError, read_int, redact, sqlalchemy_url
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
 PRUNERS = ("median", "hyperband", "none")
-RDB_SCHEMES = ("postgresql", "mysql", "sqlite")
+RDB_SCHEMES = ("postgresql", "mysql", "sqlite")  # backend names, any driver
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 OBJECTIVE_ATTR = "pipeline.objective"
 
@@ -170,11 +170,13 @@ def make_storage(cfg: StudyConfig) -> optuna.storages.BaseStorage:
     if cfg.storage.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
     return optuna.storages.RDBStorage(
-        cfg.storage,
+        sqlalchemy_url(cfg.storage),
         engine_kwargs=engine_kwargs,
         heartbeat_interval=cfg.heartbeat_interval,
         grace_period=cfg.grace_period,
-        failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=3
+        ),
     )
 
 

@@ -27,6 +27,7 @@ from pipeline.study import (
     make_storage,
     open_study,
     study_name,
+    worker_id,
 )
 
 
@@ -101,19 +102,14 @@ def _best(study: optuna.Study) -> float | None:
         return None
 
 
-def run_study(
-    settings: SweepSettings,
-    objective: ObjectiveConfig,
-    n_objectives: int,
-    worker_index: int = 0,
-    finalize_at_end: bool = True,
-    progress: bool = True,
-) -> StudyOutcome:
-    """Work on the objective's study until it has `n_trials` COMPLETE + PRUNED trials."""
-    from pipeline.data import make_dataset
-    from pipeline.record import BackgroundRecorder
-    from pipeline.trials import TrialContext, run_trial
+def prepare_study(
+    settings: SweepSettings, objective: ObjectiveConfig, n_objectives: int, worker_index: int = 0
+) -> tuple[optuna.Study, Any, str, str]:
+    """Open (or create) the study and its parent run, enqueue the baseline, repair leftovers.
 
+    Returns (study, client, experiment_id, parent_run_id). Safe to call from any worker; the
+    runner calls it once before starting local workers so they never race to create things.
+    """
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours to print
     cfg = settings.study
     name = study_name(cfg.name, objective.name, n_objectives)
@@ -133,8 +129,49 @@ def run_study(
         study.enqueue_trial(
             as_params(BASELINE), user_attrs={BASELINE_ATTR: True}, skip_if_exists=True
         )
+    _repair(study, client)
+    return study, client, experiment_id, parent
+
+
+def _repair(study: optuna.Study, client: Any) -> None:
     for line in consistency.repair(study, client):
-        tqdm.write(f"{name}: repaired {line}")
+        tqdm.write(f"{study.study_name}: repaired {line}")
+
+
+def _close_own_runs(study: optuna.Study, client: Any) -> None:
+    """Close runs of this process's failed trials still RUNNING (an interrupt that landed
+    between the run's start and the trial's own cleanup)."""
+    from pipeline.trials import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR
+
+    me = worker_id()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = t.user_attrs.get(RUN_ID_ATTR)
+        if not run_id or t.user_attrs.get(WORKER_ATTR) != me:
+            continue
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, STATE, "FAIL")
+            client.set_tag(run_id, REASON, t.user_attrs.get(REASON, "interrupted"))
+            tracking.end_run(client, run_id, "KILLED")
+
+
+def run_study(
+    settings: SweepSettings,
+    objective: ObjectiveConfig,
+    n_objectives: int,
+    worker_index: int = 0,
+    finalize_at_end: bool = True,
+    progress: bool = True,
+) -> StudyOutcome:
+    """Work on the objective's study until it has `n_trials` COMPLETE + PRUNED trials."""
+    from pipeline.data import make_dataset
+    from pipeline.record import BackgroundRecorder
+    from pipeline.trials import TrialContext, run_trial
+
+    cfg = settings.study
+    name = study_name(cfg.name, objective.name, n_objectives)
+    study, client, experiment_id, parent = prepare_study(
+        settings, objective, n_objectives, worker_index
+    )
     ctx = TrialContext(
         client=client,
         experiment_id=experiment_id,
@@ -174,17 +211,19 @@ def run_study(
                     f"(last: {trial.user_attrs.get('failure_reason', 'unknown')}); stopping. "
                     "Fix the cause and rerun the same command to resume."
                 )
-            for line in consistency.repair(study, client):
-                tqdm.write(f"{name}: repaired {line}")
+            _repair(study, client)
     except BaseException as error:
         bar.close()
         ctx.recorder.drain()
+        _close_own_runs(study, client)
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             tracking.end_run(client, parent, status)
         raise
     bar.close()
     ctx.recorder.drain()
+    # A worker that died during our last trial is only noticed now: fail and close its leftovers.
+    _repair(study, client)
     summary: dict[str, Any] = {"finished": finished_count(study)}
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if finalize_at_end and not running:

@@ -1,0 +1,198 @@
+"""Parallel and multi-machine sweeps (issue 4) and a worker killed mid-trial (issue 5).
+
+Local workers share the default journal file; "machines" are separate `python -m pipeline.sweep`
+processes sharing a PostgreSQL study and a real `mlflow server` backed by PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+from pathlib import Path
+
+import pg
+import pytest
+
+JOURNAL, TRACKING = "mlruns/optuna.journal", "sqlite:///mlruns/mlflow.db"
+
+
+@pytest.mark.slow
+def test_two_local_workers_share_the_journal_study(tmp_path):
+    result = pg.run_sweep(tmp_path, *pg.SMALL, "study.n_trials=4", "study.n_workers=2")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    study, _ = pg.assert_books(JOURNAL, TRACKING, "log-value", 4, 2, tmp_path)
+    workers = {t.user_attrs["worker"] for t in study.trials}
+    assert len(workers) == 2, workers  # both processes ran trials
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """One real `mlflow server` over PostgreSQL for the module (it takes ~25 s to start)."""
+    pg.require_postgres()
+    with pg.mlflow_server(tmp_path_factory.mktemp("mlflow")) as (_, server):
+        yield server
+
+
+@pytest.fixture
+def storage_db():
+    with pg.database() as name:
+        yield name
+
+
+def machine_args(storage: str, server: pg.MlflowServer, name: str, *extra: str) -> list[str]:
+    return [
+        *pg.SMALL,
+        f"study.storage={storage}",
+        f"tracking.uri={server.uri}",
+        f"study.name={name}",
+        *extra,
+    ]
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_machines_share_a_postgres_study_and_mlflow_server(tmp_path, mlflow_server, storage_db):
+    storage, name = pg.url(storage_db), f"machines-{secrets.token_hex(3)}"
+    args = machine_args(storage, mlflow_server, name, "study.n_trials=4")
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    machines = [pg.start_sweep(tmp_path / m, *args) for m in ("a", "b")]
+    results = [finish(p) for p in machines]
+    for r in results:
+        assert r.returncode == 0, r.stderr
+        assert "Traceback" not in r.stderr
+    study, _ = pg.assert_books(storage, mlflow_server.uri, name, 4, 2)
+    pids = {int(str(t.user_attrs["worker"]).rpartition(":")[2]) for t in study.trials}
+    assert pids == {p.pid for p in machines}
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_sigkill_mid_trial_is_retried_and_closed(tmp_path, mlflow_server, storage_db):
+    from optuna.trial import TrialState
+
+    storage, name = pg.url(storage_db), f"killed-{secrets.token_hex(3)}"
+    args = machine_args(
+        storage,
+        mlflow_server,
+        name,
+        "study.n_trials=4",
+        "train.epochs=3000",
+        "study.pruner.name=none",
+        "study.heartbeat_interval=1",
+        "study.grace_period=3",
+    )
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    victim = pg.start_sweep(tmp_path / "a", *args)
+    survivor = pg.start_sweep(tmp_path / "b", *args)
+    client = pg.tracking_client(mlflow_server.uri)
+
+    def victim_mid_trial():
+        for p in (victim, survivor):
+            if p.poll() is not None:
+                raise AssertionError(f"a sweep ended early: {p.communicate()[1][-3000:]}")
+        trial = pg.running_trial(storage, name, pid=victim.pid)
+        if trial is None or not trial.intermediate_values:
+            return None
+        study = pg.load_study(storage, name)
+        mine = [
+            t for t in study.trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+        ]
+        recorded = all(
+            client.get_run(t.user_attrs["mlflow_run_id"]).info.status != "RUNNING"
+            for t in mine
+            if t.state.is_finished()
+        )
+        return trial if recorded else None
+
+    try:
+        trial = pg.wait_until(victim_mid_trial, 300, "the victim's trial mid-training", 0.3)
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=30)
+        assert victim.returncode == -signal.SIGKILL
+        result = finish(survivor)
+    finally:
+        for p in (victim, survivor):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert result.returncode == 0, result.stderr
+    assert f"trial {trial.number}" in result.stdout + result.stderr  # the repair said so
+    study, _ = pg.assert_books(storage, mlflow_server.uri, name, 4, 2)
+    dead = study.trials[trial.number]
+    assert dead.state == TrialState.FAIL
+    run = client.get_run(dead.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["optuna.state"] == "FAIL"
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert retried, "the killed trial was not retried"
+    assert retried[0].params == dead.params
+
+
+PASSWORD = "s3cr3t-XYZ"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_storage_password_never_leaks(tmp_path, storage_db):
+    role = f"pipeline_pw_{secrets.token_hex(3)}"
+    pg.execute("postgres", f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
+    try:
+        pg.execute("postgres", f"ALTER DATABASE {storage_db} OWNER TO {role}")
+        pg.execute(storage_db, f"GRANT ALL ON SCHEMA public TO {role}")
+        outputs = []
+        for i, storage in enumerate(
+            [
+                pg.url(storage_db, role, PASSWORD),
+                f"postgresql://{role}:${{oc.env:PIPELINE_TEST_PW}}@127.0.0.1:5432/{storage_db}",
+            ]
+        ):
+            result = pg.run_sweep(
+                tmp_path,
+                *pg.SMALL,
+                "study.n_trials=1",
+                f"study.storage={storage}",
+                f"study.name=secret-{i}",
+                PIPELINE_TEST_PW=PASSWORD,
+            )
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout + result.stderr)
+            pg.assert_books(pg.url(storage_db), TRACKING, f"secret-{i}", 1, cwd=tmp_path)
+        # An error naming the storage (unreachable port) must not print it either.
+        bad = pg.run_sweep(
+            tmp_path, "objective=value", f"study.storage=postgresql://u:{PASSWORD}@127.0.0.1:1/x"
+        )
+        assert bad.returncode == 2
+        outputs.append(bad.stdout + bad.stderr)
+    finally:
+        pg.execute("postgres", f"ALTER DATABASE {storage_db} OWNER TO postgres")
+        pg.execute(storage_db, f"REASSIGN OWNED BY {role} TO postgres")
+        pg.execute(storage_db, f"DROP OWNED BY {role}")
+        pg.execute("postgres", f"DROP ROLE {role}")
+    for text in outputs:
+        assert PASSWORD not in text
+    client = pg.tracking_client(TRACKING, tmp_path)
+    experiment = client.get_experiment_by_name("pipeline")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("pipeline.role") == "study"]
+    assert len(parents) == 2
+    assert {r.data.params["storage"] for r in parents} == {
+        f"postgresql://{role}:***@127.0.0.1:5432/{storage_db}"
+    }
+    for r in runs:
+        everything = repr(r.data.params) + repr(r.data.tags) + repr(r.info)
+        assert PASSWORD not in everything
+    for path in Path(tmp_path, "mlruns").rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
