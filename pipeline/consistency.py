@@ -91,9 +91,14 @@ def check(
     return found
 
 
-def repair(study: optuna.Study, client: MlflowClient) -> list[str]:
-    """Fail trials of dead local workers (re-enqueued) and close their runs; say what was done."""
+def repair(study: optuna.Study, client: MlflowClient, settled: set[int] | None = None) -> list[str]:
+    """Fail trials of dead local workers (re-enqueued) and close their runs; say what was done.
+
+    `settled` (kept by a worker across calls) holds failed trials whose runs are known closed,
+    so the per-trial pass asks MLflow only about newly failed ones.
+    """
     done = []
+    settled = set() if settled is None else settled
     # RDB storages: trials whose heartbeat stopped (a worker on any machine died) fail and retry.
     storage = study._storage
     if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
@@ -114,12 +119,13 @@ def repair(study: optuna.Study, client: MlflowClient) -> list[str]:
         )
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         run_id = t.user_attrs.get(RUN_ID_ATTR)
-        if not run_id or t.user_attrs.get("pipeline.run_closed"):
+        if not run_id or t.number in settled:
             continue
         try:
             status = client.get_run(run_id).info.status
         except Exception:
             continue
+        settled.add(t.number)
         if status == "RUNNING":
             reason = "worker died (heartbeat lost or process gone)"
             client.set_tag(run_id, STATE, "FAIL")

@@ -88,6 +88,12 @@ def save_run_plots(
     return paths
 
 
+def study_values_positive(study: object) -> bool:
+    """Whether every finished trial's value is > 0 (a log axis can show them all)."""
+    values = [t.value for t in study.trials if t.value is not None]
+    return bool(values) and min(values) > 0
+
+
 def save_study_plots(study: object, directory: Path) -> list[Path]:
     """Optuna's optimisation history, parameter importances and parallel coordinates as PNGs.
 
@@ -112,6 +118,8 @@ def save_study_plots(study: object, directory: Path) -> list[Path]:
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue
         fig = ax.figure if hasattr(ax, "figure") else np.ravel(ax)[0].figure
+        if name == "optimization_history.png" and study_values_positive(study):
+            ax.set_yscale("log")  # good trials are orders of magnitude below the baseline
         fig.set_size_inches(8, 5)
         fig.savefig(directory / name, dpi=DPI, bbox_inches="tight")
         plt.close(fig)

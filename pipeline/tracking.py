@@ -136,7 +136,7 @@ def log_keras_model(client: MlflowClient, run_id: str, model: Any) -> None:
     import mlflow.keras
     from mlflow.models import infer_signature
 
-    status = client.get_run(run_id).info.status
+    info = client.get_run(run_id).info
     example = np.array([[0.5], [1.0]], dtype=np.float32)
     signature = infer_signature(example, np.asarray(model(example)))
     requirements = [f"{p}=={version(p)}" for p in ("tensorflow", "keras", "numpy")]
@@ -145,8 +145,8 @@ def log_keras_model(client: MlflowClient, run_id: str, model: Any) -> None:
         mlflow.keras.log_model(
             model, name="model", signature=signature, pip_requirements=requirements
         )
-    if status != "RUNNING":
-        client.set_terminated(run_id, status=status)
+    if info.status != "RUNNING":  # reopening the run moved its end; the run's duration stays true
+        client.set_terminated(run_id, status=info.status, end_time=info.end_time)
 
 
 def ui_command(uri: str, experiment_id: str | None = None) -> str:

@@ -133,8 +133,8 @@ def prepare_study(
     return study, client, experiment_id, parent
 
 
-def _repair(study: optuna.Study, client: Any) -> None:
-    for line in consistency.repair(study, client):
+def _repair(study: optuna.Study, client: Any, settled: set[int] | None = None) -> None:
+    for line in consistency.repair(study, client, settled):
         tqdm.write(f"{study.study_name}: repaired {line}")
 
 
@@ -190,6 +190,7 @@ def run_study(
     )
     failures = 0
     finished: list[optuna.trial.FrozenTrial] = []
+    settled: set[int] = set()  # failed trials whose runs are known closed
     try:
         while finished_count(study) < cfg.n_trials:
             study.optimize(
@@ -211,7 +212,7 @@ def run_study(
                     f"(last: {trial.user_attrs.get('failure_reason', 'unknown')}); stopping. "
                     "Fix the cause and rerun the same command to resume."
                 )
-            _repair(study, client)
+            _repair(study, client, settled)
     except BaseException as error:
         bar.close()
         ctx.recorder.drain()
@@ -223,7 +224,7 @@ def run_study(
     bar.close()
     ctx.recorder.drain()
     # A worker that died during our last trial is only noticed now: fail and close its leftovers.
-    _repair(study, client)
+    _repair(study, client, settled)
     summary: dict[str, Any] = {"finished": finished_count(study)}
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if finalize_at_end and not running:
