@@ -49,6 +49,7 @@ def main() -> None:
     from pipeline.config import DataConfig, TrackingConfig
     from pipeline.data import make_dataset
     from pipeline.model import build_model, initial_weights
+    from pipeline.plots import save_run_plots
     from pipeline.record import BackgroundRecorder, record_training, run_params
     from pipeline.search import SearchSpace
     from pipeline.trainer import TrainSpec, train
@@ -78,11 +79,11 @@ def main() -> None:
             parent_run_id=parent,
         )
 
-    def record(run_id: str, config, result) -> None:
+    def record(run_id: str, config, result, render=save_run_plots) -> None:
         hidden, activation, optimizer, lr = config
         params = run_params(hidden, activation, optimizer, lr, args.epochs, 0, "value")
         tags = {"optuna.state": "COMPLETE"}
-        record_training(client, run_id, result, data, params, "value", run_id[:8], tags)
+        record_training(client, run_id, result, data, params, "value", run_id[:8], tags, render)
         tracking.end_run(client, run_id)
 
     sequence = CONFIGS * args.repeats
@@ -116,8 +117,9 @@ def main() -> None:
     for index, config in enumerate(sequence):
         run_id = start(1000 + index)
         result = train_one(config)
-        recorder.submit(lambda r=run_id, c=config, res=result: record(r, c, res))
+        recorder.submit(lambda r=run_id, c=config, res=result: record(r, c, res, recorder.render))
     failed = recorder.drain()
+    recorder.close()
     background_total = time.perf_counter() - t0
     if failed:
         raise SystemExit(f"{failed} background recordings failed")

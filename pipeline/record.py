@@ -5,9 +5,11 @@ Shared by `pipeline.train` and every sweep trial, so single runs and trials comp
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline.data import Dataset
 from pipeline.model import count_params
-from pipeline.plots import save_run_plots
+from pipeline.plots import plot_process_init, save_run_plots
 from pipeline.trainer import TrainResult
 
 WEIGHTS_ARTIFACT = "weights/weights.npz"
@@ -72,8 +74,12 @@ def record_training(
     objective: str,
     label: str,
     tags: Mapping[str, str] | None = None,
+    render: Callable[..., Any] = save_run_plots,
 ) -> dict[str, float]:
-    """Log a trained network into `run_id` (one metric batch, one upload); return the finals."""
+    """Log a trained network into `run_id` (one metric batch, one upload); return the finals.
+
+    `render` draws the plots (`save_run_plots` here, or a `BackgroundRecorder`'s plot process).
+    """
     final = final_metrics(objective, result)
     tracking.log_training(
         client,
@@ -87,7 +93,7 @@ def record_training(
     )
     with tracking.scratch_dir() as scratch:
         root = Path(scratch)
-        save_run_plots(
+        render(
             root / "plots",
             data.x_train,
             data.x_val,
@@ -112,16 +118,30 @@ def load_weights(client: MlflowClient, run_id: str) -> list[np.ndarray]:
 
 
 class BackgroundRecorder:
-    """Records finished trials on one background thread while the next trial trains.
+    """Records finished trials on a background thread while the next trial trains.
 
-    Plot rendering and MLflow writes hold the GIL only briefly relative to XLA training, which
-    releases it, so on two cores tracking overlaps training instead of adding to it. `drain`
-    waits for everything submitted; call it before reading runs back or exiting.
+    Matplotlib holds the GIL for most of a trial's recording, so the plots are drawn in a
+    separate process; the thread only waits for them and makes the MLflow calls. XLA training
+    releases the GIL, so on two cores tracking overlaps training instead of adding to it.
+    `drain` waits for everything submitted; call it before reading runs back or exiting.
     """
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self._plots = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=plot_process_init,
+        )
+        self._plots.submit(int)  # start the process now, while the next trial trains
         self._pending: list[Future] = []
+
+    def render(self, *args: Any) -> None:
+        """`save_run_plots(*args)` in the plot process (in this thread if that process died)."""
+        try:
+            self._plots.submit(save_run_plots, *args).result()
+        except BrokenProcessPool:
+            save_run_plots(*args)
 
     def submit(self, task: Callable[[], None]) -> None:
         """Queue `task`; its failure is reported at `drain`, not raised into the trial loop."""
@@ -138,3 +158,9 @@ class BackgroundRecorder:
                 print(f"warning: recording a run failed: {error!r}", file=sys.stderr)
         self._pending = []
         return failed
+
+    def close(self) -> None:
+        """Drain, then stop the thread and the plot process."""
+        self.drain()
+        self._pool.shutdown()
+        self._plots.shutdown()

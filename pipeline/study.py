@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,15 +170,17 @@ def make_storage(cfg: StudyConfig) -> optuna.storages.BaseStorage:
     engine_kwargs: dict[str, Any] = {}
     if cfg.storage.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
-    return optuna.storages.RDBStorage(
-        sqlalchemy_url(cfg.storage),
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=cfg.heartbeat_interval,
-        grace_period=cfg.grace_period,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=3
-        ),
-    )
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, stable for us
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            sqlalchemy_url(cfg.storage),
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=cfg.heartbeat_interval,
+            grace_period=cfg.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=3
+            ),
+        )
 
 
 def open_study(

@@ -24,6 +24,8 @@ from pipeline.config import TrackingConfig, sqlalchemy_url
 ROLE, OBJECTIVE = "pipeline.role", "pipeline.objective"
 PARENT = "mlflow.parentRunId"
 
+# MLflow 3 reports usage telemetry by default: nothing of a user's sweep leaves the machine.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 for _name in ("alembic", "mlflow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 

@@ -106,7 +106,15 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     def record() -> None:
         try:
             record_training(
-                ctx.client, run_id, result, ctx.data, params, objective, label, _tags(state, reason)
+                ctx.client,
+                run_id,
+                result,
+                ctx.data,
+                params,
+                objective,
+                label,
+                _tags(state, reason),
+                render=ctx.recorder.render,
             )
         except BaseException:
             tracking.end_run(ctx.client, run_id, "FAILED")

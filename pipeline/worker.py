@@ -8,6 +8,7 @@ each asks for its next trial as soon as the last one ends. Interrupts end the ru
 from __future__ import annotations
 
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from pipeline.parent import BASELINE_ATTR, ensure_parent_run, finalize
 from pipeline.search import BASELINE, as_params, contains
 from pipeline.settings import SweepSettings
 from pipeline.study import (
+    StudyConfig,
     finished_count,
     make_pruner,
     make_sampler,
@@ -138,6 +140,25 @@ def _repair(study: optuna.Study, client: Any, settled: set[int] | None = None) -
         tqdm.write(f"{study.study_name}: repaired {line}")
 
 
+def _settle_others(
+    study: optuna.Study, client: Any, settled: set[int], cfg: StudyConfig
+) -> list[optuna.trial.FrozenTrial]:
+    """Trials other workers still run once ours are done; a dead worker's are failed first.
+
+    A local worker that died is seen at once. With heartbeats (RDB storage) a dead remote
+    worker's trial turns stale within the grace period, so wait that long for the books to
+    close; trials of live workers stay RUNNING and their workers finalise the study.
+    """
+    patience = cfg.grace_period + 2 * cfg.heartbeat_interval if cfg.is_rdb else 0
+    deadline = time.monotonic() + patience
+    while True:
+        _repair(study, client, settled)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(cfg.heartbeat_interval)  # polling for another process's heartbeat to lapse
+
+
 def _close_own_runs(study: optuna.Study, client: Any) -> None:
     """Close runs of this process's failed trials still RUNNING (an interrupt that landed
     between the run's start and the trial's own cleanup)."""
@@ -215,18 +236,16 @@ def run_study(
             _repair(study, client, settled)
     except BaseException as error:
         bar.close()
-        ctx.recorder.drain()
+        ctx.recorder.close()
         _close_own_runs(study, client)
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             tracking.end_run(client, parent, status)
         raise
     bar.close()
-    ctx.recorder.drain()
-    # A worker that died during our last trial is only noticed now: fail and close its leftovers.
-    _repair(study, client, settled)
+    ctx.recorder.close()
+    running = _settle_others(study, client, settled, cfg)
     summary: dict[str, Any] = {"finished": finished_count(study)}
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if finalize_at_end and not running:
         summary = finalize(study, client, parent)
     return StudyOutcome(objective.name, name, parent, experiment_id, summary)
