@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from contract import UNIFORM_PARAMS
 from hydra import compose, initialize_config_dir
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -30,17 +31,6 @@ from pipeline.study import make_sampler, read_study
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 EXPERIMENT = "pipeline"
-UNIFORM_PARAMS = (
-    "n_layers",
-    "hidden",
-    "n_params",
-    "activation",
-    "optimizer",
-    "learning_rate",
-    "epochs",
-    "seed",
-    "objective",
-)
 RUN_PLOTS = {"plots/fit.png", "plots/derivative.png", "plots/loss.png"}
 # One depth, activation and optimizer: every trial of these tests reuses one compiled graph.
 NARROW_SPACE = ("search.activation=[tanh]", "search.optimizer=[adam]", "search.n_layers.high=1")

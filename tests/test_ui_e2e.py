@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from contract import UNIFORM_PARAMS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -39,17 +40,6 @@ CHROMIUM_ARGS = [
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO_ROOT / "test-artifacts"
 N_TRIALS = 3
-UNIFORM_PARAMS = (
-    "n_layers",
-    "hidden",
-    "n_params",
-    "activation",
-    "optimizer",
-    "learning_rate",
-    "epochs",
-    "seed",
-    "objective",
-)
 TRIAL_PLOTS = ("fit.png", "derivative.png", "loss.png")
 STUDY_PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png")
 RUN_NAME_CELL = '[role=gridcell][col-id="attributes.`Run Name`"]'

@@ -1,0 +1,14 @@
+"""Names the design contract (shared/DESIGN.md) fixes, written once for the tests using them."""
+
+# The params every trial and run carries, so the UI's parallel coordinates can show every run.
+UNIFORM_PARAMS = (
+    "n_layers",
+    "hidden",
+    "n_params",
+    "activation",
+    "optimizer",
+    "learning_rate",
+    "epochs",
+    "seed",
+    "objective",
+)
