@@ -14,7 +14,8 @@ ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Ad
 
 
 def init_slots(optimizer: str, weights: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-    """Optimizer state: none for SGD; first and second moments per weight for Adam."""
+    """Optimizer state: none for SGD; first and second moments per weight for Adam (and for
+    `any`, the mode whose graph serves both, choosing per call)."""
     if optimizer == "sgd":
         return []
     return [tf.zeros_like(w) for w in weights] + [tf.zeros_like(w) for w in weights]
@@ -27,8 +28,13 @@ def apply_gradients(
     slots: Sequence[tf.Tensor],
     learning_rate: tf.Tensor,
     step: tf.Tensor,
+    use_adam: tf.Tensor | None = None,
 ) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
-    """One update; `step` is the 1-based iteration count (Adam's bias correction uses it)."""
+    """One update; `step` is the 1-based iteration count (Adam's bias correction uses it).
+
+    `optimizer="any"` computes both rules and takes Adam's where the boolean `use_adam` says,
+    so one compiled graph trains SGD and Adam trials alike, each exactly as its own rule would.
+    """
     if optimizer == "sgd":
         return [w - learning_rate * g for w, g in zip(weights, grads, strict=True)], []
     n = len(weights)
@@ -37,7 +43,10 @@ def apply_gradients(
     for w, g, m, v in zip(weights, grads, slots[:n], slots[n:], strict=True):
         m = m + (g - m) * (1.0 - ADAM_BETA_1)
         v = v + (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
-        new_weights.append(w - m * alpha / (tf.sqrt(v) + ADAM_EPSILON))
+        adam = w - m * alpha / (tf.sqrt(v) + ADAM_EPSILON)
+        new_weights.append(
+            adam if optimizer == "adam" else tf.where(use_adam, adam, w - learning_rate * g)
+        )
         moments.append(m)
         variances.append(v)
     return new_weights, moments + variances

@@ -92,7 +92,19 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
         return derivative_loss(weights, x, target, activation, anchor_weight, anchor_y, masks)
 
     def chunk(
-        weights, slots, masks, done, capacity, n, lr, anchor_weight, anchor_y, x, target, *val
+        weights,
+        slots,
+        masks,
+        done,
+        capacity,
+        n,
+        lr,
+        use_adam,
+        anchor_weight,
+        anchor_y,
+        x,
+        target,
+        *val,
     ):
         # XLA fixes the buffer's size at compile time: `capacity` stays the same for every call
         # (report_every) and the runtime `n` <= capacity ends a short last chunk early.
@@ -107,7 +119,7 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
                 loss = loss_of(w, masks, anchor_weight, anchor_y, x, target)
             grads = tape.gradient(loss, w)
             step = tf.cast(done + i + 1, tf.float32)
-            w, s = apply_gradients(optimizer, w, grads, s, lr, step)
+            w, s = apply_gradients(optimizer, w, grads, s, lr, step, use_adam)
             return i + 1, w, s, losses.write(i, loss), tf.math.is_finite(loss)
 
         _, weights, slots, losses, finite = tf.while_loop(
@@ -119,6 +131,12 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
         return weights, slots, losses.stack(), finite, f, df, val_value, val_deriv
 
     return tf.function(chunk, jit_compile=True, reduce_retracing=True, autograph=False)
+
+
+def graph_key(spec: TrainSpec, padded: bool) -> tuple[str, str, str, bool]:
+    """Which compiled graph trains `spec`: padded (sweep) graphs serve SGD and Adam alike, so a
+    sweep compiles once per (depth, activation, objective); unpadded ones are exact to the rule."""
+    return spec.activation, "any" if padded else spec.optimizer, spec.objective, padded
 
 
 def _history_mask(epochs_run: int, log_every: int) -> np.ndarray:
@@ -142,13 +160,14 @@ def train(
     weights so that networks of one depth reuse one compiled graph; results are unchanged.
     """
     started = time.perf_counter()
-    fn = compiled_chunk(spec.activation, spec.optimizer, spec.objective, pad_width is not None)
+    key = graph_key(spec, padded=pad_width is not None)
+    fn = compiled_chunk(*key)
     masks: list[np.ndarray] = []
     if pad_width is not None:
         weights_in, (weights, masks) = weights, pad_weights(weights, pad_width)
     w = [tf.constant(a, dtype=tf.float32) for a in weights]
     mask_tensors = [tf.constant(m) for m in masks]
-    slots = init_slots(spec.optimizer, w)
+    slots = init_slots(key[1], w)
     if spec.objective == "value":
         x, target = data.x_train, data.y_train
     else:
@@ -156,6 +175,7 @@ def train(
         target = data.dy_train
     fixed = [
         tf.constant(spec.learning_rate, tf.float32),
+        tf.constant(spec.optimizer == "adam"),
         tf.constant(spec.anchor_weight, tf.float32),
         tf.constant(math.log(spec.anchor_x), tf.float32),
         *(tf.constant(a, tf.float32) for a in (x, target, data.x_val, data.y_val, data.dy_val)),

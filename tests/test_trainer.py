@@ -20,7 +20,7 @@ from pipeline.data import Dataset
 from pipeline.model import build_model, forward, initial_weights, pad_weights, unpad_weights
 from pipeline.objectives import derivative_loss, validation_errors, value_and_slope
 from pipeline.optimizers import apply_gradients, init_slots
-from pipeline.trainer import Report, TrainResult, TrainSpec, compiled_chunk, train
+from pipeline.trainer import Report, TrainResult, TrainSpec, compiled_chunk, graph_key, train
 
 # XLA compiles the trainer's chunk once per (activation, optimizer, objective, padded, weight
 # shapes, chunk length), ~1 s each; the specs below share chunk lengths to keep the suite fast.
@@ -413,12 +413,30 @@ def test_padded_training_equals_unpadded(
 def test_padded_networks_of_one_depth_share_one_trace(
     dataset: Dataset, post_weights: list[np.ndarray]
 ) -> None:
-    fn = compiled_chunk("sigmoid", "sgd", "value", True)
+    fn = compiled_chunk(*graph_key(POST, padded=True))
     train(POST, post_weights, dataset, pad_width=16)
     traces = fn.experimental_get_tracing_count()
+    assert traces >= 1
     for hidden in [(3, 16), (16, 1), (7, 12)]:
         start = initial_weights(build_model(hidden, "sigmoid", seed=0))
         result = train(POST, start, dataset, pad_width=16)
         assert [w.shape for w in result.weights] == [w.shape for w in start]
         assert result.final_loss < result.history_loss[0]
     assert fn.experimental_get_tracing_count() == traces
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_padded_graph_serves_both_optimizers_exactly(
+    dataset: Dataset, post_weights: list[np.ndarray], optimizer: str
+) -> None:
+    spec = TrainSpec("sigmoid", optimizer, 0.05, epochs=100, log_every=1, report_every=100)
+    fn = compiled_chunk(*graph_key(spec, padded=True))
+    other = TrainSpec(**{**vars(spec), "optimizer": "adam" if optimizer == "sgd" else "sgd"})
+    train(other, post_weights, dataset, pad_width=16)  # the other rule traces the shared graph
+    traces = fn.experimental_get_tracing_count()
+    padded = train(spec, post_weights, dataset, pad_width=16)
+    plain = train(spec, post_weights, dataset)
+    assert fn.experimental_get_tracing_count() == traces >= 1
+    np.testing.assert_allclose(padded.history_loss, plain.history_loss, rtol=1e-5, atol=1e-8)
+    other_result = train(other, post_weights, dataset)
+    assert not np.allclose(padded.history_loss, other_result.history_loss)  # rules do differ
