@@ -26,6 +26,8 @@ PARENT = "mlflow.parentRunId"
 
 # MLflow 3 reports usage telemetry by default: nothing of a user's sweep leaves the machine.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# A progress bar per small artifact download (the best weights) is noise in the sweep's output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 for _name in ("alembic", "mlflow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
