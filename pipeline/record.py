@@ -133,8 +133,11 @@ class BackgroundRecorder:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=plot_process_init,
         )
-        self._plots.submit(int)  # start the process now, while the next trial trains
         self._pending: list[Future] = []
+
+    def warm_up(self) -> None:
+        """Start the plot process now, while the first trial trains, not when its plots are due."""
+        self._plots.submit(int)
 
     def render(self, *args: Any) -> None:
         """`save_run_plots(*args)` in the plot process (in this thread if that process died)."""

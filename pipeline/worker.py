@@ -206,6 +206,8 @@ def run_study(
         recorder=BackgroundRecorder(),
     )
     done = finished_count(study)
+    if done < cfg.n_trials:
+        ctx.recorder.warm_up()
     bar = tqdm(
         total=cfg.n_trials, initial=done, desc=name, disable=not progress or None, leave=False
     )
