@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from pipeline.config import ConfigError, read_int, redact, sqlalchemy_url
@@ -25,6 +27,7 @@ PRUNERS = ("median", "hyperband", "none")
 RDB_SCHEMES = ("postgresql", "mysql", "sqlite")  # backend names, any driver
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 OBJECTIVE_ATTR = "pipeline.objective"
+SCHEMA_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -170,17 +173,26 @@ def make_storage(cfg: StudyConfig) -> optuna.storages.BaseStorage:
     engine_kwargs: dict[str, Any] = {}
     if cfg.storage.startswith("postgresql"):
         engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, stable for us
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            sqlalchemy_url(cfg.storage),
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=cfg.heartbeat_interval,
-            grace_period=cfg.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=3
-            ),
-        )
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    sqlalchemy_url(cfg.storage),
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=cfg.heartbeat_interval,
+                    grace_period=cfg.grace_period,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+        except (IntegrityError, ProgrammingError):
+            # Workers starting together on an empty database race to create Optuna's tables;
+            # the loser retries and finds them made.
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_study(

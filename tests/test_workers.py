@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pg
@@ -196,3 +197,29 @@ def test_storage_password_never_leaks(tmp_path, storage_db):
     for path in Path(tmp_path, "mlruns").rglob("*"):
         if path.is_file():
             assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.postgres
+def test_workers_opening_a_fresh_database_together_all_get_the_storage(storage_db):
+    # Workers started at once on an empty database race to create Optuna's schema.
+    from pipeline.study import StudyConfig, make_storage
+
+    cfg = StudyConfig(storage=pg.url(storage_db))
+    start = threading.Barrier(4)
+    opened, errors = [], []
+
+    def open_storage() -> None:
+        start.wait()
+        try:
+            opened.append(make_storage(cfg))
+        except Exception as error:  # collected: the assertion below names it
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_storage) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(opened) == 4
+    assert opened[0].get_all_studies() == []
