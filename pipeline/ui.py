@@ -32,6 +32,17 @@ from pathlib import Path
 DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "pipeline"
 WORKFLOW = "workflowType=machine_learning"
+# Headless Chromium flags for looking at the UI on a machine with no outside network
+# (the docs script and the browser test): no background traffic, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def runs_url(base_url: str, experiment_id: str) -> str:

@@ -24,18 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.ui import CHROMIUM_ARGS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = REPO_ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 RUN_NAME_CELL = '[role=gridcell][col-id="attributes.`Run Name`"]'
 CHART_PARAMS = ("n_layers", "n_params", "activation", "optimizer", "learning_rate")
 CHART_METRIC = "objective_value"

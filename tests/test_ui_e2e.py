@@ -25,18 +25,11 @@ from pathlib import Path
 import pytest
 from contract import UNIFORM_PARAMS
 
+from pipeline.ui import CHROMIUM_ARGS
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO_ROOT / "test-artifacts"
 N_TRIALS = 3
@@ -282,6 +275,17 @@ def test_compare_view_of_a_study_shows_uniform_params_and_every_run(
     assert all(n == N_TRIALS for _, n in dimensions), dimensions
 
 
+def _artifact_plots_load(page, names: tuple[str, ...]) -> None:
+    """On an open run page: the Artifacts tab, the plots/ folder, and every named image loads."""
+    page.get_by_role("tab", name="Artifacts").click()
+    _close_assistant(page)
+    page.get_by_text("plots", exact=True).first.wait_for()
+    if page.get_by_text(names[0], exact=True).count() == 0:
+        page.get_by_text("plots", exact=True).first.click()
+    for name in names:
+        _image_loads(page, name)
+
+
 def test_trial_run_artifacts_show_its_three_plots(page, ui_url, store: Store) -> None:
     study = store.studies["derivative"]
     trial = sorted(study.trials)[0]
@@ -289,13 +293,7 @@ def test_trial_run_artifacts_show_its_three_plots(page, ui_url, store: Store) ->
     _open_runs(page, ui_url, total)
     _expand(page, study)
     _run_link(page, trial).click()
-    page.get_by_role("tab", name="Artifacts").click()
-    _close_assistant(page)
-    page.get_by_text("plots", exact=True).first.wait_for()
-    if page.get_by_text(TRIAL_PLOTS[0], exact=True).count() == 0:
-        page.get_by_text("plots", exact=True).first.click()
-    for name in TRIAL_PLOTS:
-        _image_loads(page, name)
+    _artifact_plots_load(page, TRIAL_PLOTS)
 
 
 def test_study_run_artifacts_show_the_study_plots(page, ui_url, store: Store) -> None:
@@ -303,10 +301,4 @@ def test_study_run_artifacts_show_the_study_plots(page, ui_url, store: Store) ->
     total = sum(1 + len(s.trials) for s in store.studies.values())
     _open_runs(page, ui_url, total)
     _run_link(page, study.name).click()
-    page.get_by_role("tab", name="Artifacts").click()
-    _close_assistant(page)
-    page.get_by_text("plots", exact=True).first.wait_for()
-    if page.get_by_text(STUDY_PLOTS[0], exact=True).count() == 0:
-        page.get_by_text("plots", exact=True).first.click()
-    for name in STUDY_PLOTS:
-        _image_loads(page, name)
+    _artifact_plots_load(page, STUDY_PLOTS)
