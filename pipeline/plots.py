@@ -6,8 +6,9 @@ at modest DPI: a trial's three plots cost tens of milliseconds, not a good part 
 
 from __future__ import annotations
 
-import signal
+import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -15,8 +16,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.text import Text
 from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator
+from PIL import Image
 
 DPI = 80
 SIZE = (5.0, 3.4)
@@ -25,7 +30,7 @@ SIZE = (5.0, 3.4)
 def _figure(title: str, xlabel: str) -> tuple[Figure, object]:
     fig = Figure(figsize=SIZE, dpi=DPI)
     # Fixed margins: a layout engine would cost more than drawing the plot itself.
-    ax = fig.add_axes((0.14, 0.15, 0.82, 0.75))
+    ax = fig.add_axes((0.14, 0.15, 0.79, 0.75))
     fig.text(0.55, 0.95, title, ha="center", va="center", fontsize=10)  # cheaper than a title
     ax.set_xlabel(xlabel)
     # Tick labels are most of a plot's drawing time: a few suffice at this size.
@@ -34,25 +39,35 @@ def _figure(title: str, xlabel: str) -> tuple[Figure, object]:
     return fig, ax
 
 
-def fit_figure(x_train: np.ndarray, x_val: np.ndarray, f_val: np.ndarray, label: str) -> Figure:
+def fit_figure(
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    f_val: np.ndarray,
+    label: str,
+    legend_loc: str | None = None,
+) -> Figure:
     """log x against the network's f on the validation grid, training points marked."""
     fig, ax = _figure(f"f(x) vs log x — {label}", "x")
     ax.plot(x_val, np.log(x_val), color="0.4", lw=2, label="log x")
     ax.plot(x_val, f_val, color="C1", lw=1.5, ls="--", label="network f(x)")
     ax.plot(x_train, np.log(x_train), "o", ms=3, color="C0", label="training points")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc=legend_loc or "best")
     return fig
 
 
 def derivative_figure(
-    x_train: np.ndarray, x_val: np.ndarray, df_val: np.ndarray, label: str
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    df_val: np.ndarray,
+    label: str,
+    legend_loc: str | None = None,
 ) -> Figure:
     """1/x against the network's f' (inner-tape derivative) on the validation grid."""
     fig, ax = _figure(f"f'(x) vs 1/x — {label}", "x")
     ax.plot(x_val, 1.0 / x_val, color="0.4", lw=2, label="1/x")
     ax.plot(x_val, df_val, color="C1", lw=1.5, ls="--", label="network f'(x)")
     ax.plot(x_train, 1.0 / x_train, "o", ms=3, color="C0", label="training points")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc=legend_loc or "best")
     return fig
 
 
@@ -62,9 +77,88 @@ def loss_figure(epochs: np.ndarray, loss: np.ndarray, label: str) -> Figure:
     finite = np.isfinite(loss) & (loss > 0)
     ax.semilogy(epochs[finite], loss[finite], color="C0", lw=1)
     ax.yaxis.set_major_locator(LogLocator(numticks=5))
+    if finite.any():  # whole decades: even a curve within one decade gets labelled ticks
+        low, high = np.floor(np.log10(loss[finite].min())), np.ceil(np.log10(loss[finite].max()))
+        ax.set_ylim(10.0**low, 10.0 ** max(high, low + 1))
     ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost more than the plot
     ax.set_ylabel("loss")
     return fig
+
+
+@dataclass
+class _Template:
+    """A drawn figure minus its trial-specific artists, whose pixels are reused per trial."""
+
+    canvas: FigureCanvasAgg
+    background: object
+    line: Line2D
+    title: Text
+    ylim: tuple[float, float]
+
+
+_TEMPLATES: dict[tuple, _Template] = {}
+LOSS_LIMITS = (1e-8, 1e2)  # the loss axis every trial shares, so loss plots compare at a glance
+
+
+def _template(fig: Figure, line: Line2D, ylim: tuple[float, float]) -> _Template:
+    """Draw `fig` once without its title and `line`; keep the pixels to paint them onto."""
+    ax = line.axes
+    ax.set_ylim(*ylim)
+    title = fig.texts[0]
+    line.set_animated(True)
+    title.set_animated(True)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return _Template(canvas, canvas.copy_from_bbox(fig.bbox), line, title, ylim)
+
+
+def _curve_template(kind: str, x_train: np.ndarray, x_val: np.ndarray) -> _Template:
+    key = (kind, x_train.tobytes(), x_val.tobytes())
+    if key not in _TEMPLATES:
+        make = fit_figure if kind == "fit" else derivative_figure
+        truth = np.log(x_val) if kind == "fit" else 1.0 / x_val
+        fig = make(
+            x_train, x_val, truth, "", legend_loc="lower right" if kind == "fit" else "upper right"
+        )
+        margin = 0.15 * float(truth.max() - truth.min())
+        ylim = (float(truth.min()) - margin, float(truth.max()) + margin)
+        _TEMPLATES[key] = _template(fig, fig.axes[0].lines[1], ylim)
+    return _TEMPLATES[key]
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= value (an epoch axis end)."""
+    power = 10.0 ** math.floor(math.log10(max(value, 1.0)))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value)
+
+
+def _loss_template(last_epoch: float) -> _Template:
+    xmax = _nice_ceiling(last_epoch)
+    key = ("loss", xmax)
+    if key not in _TEMPLATES:
+        fig = loss_figure(np.array([1.0, xmax]), np.array(LOSS_LIMITS), "")
+        fig.axes[0].set_xlim(0, xmax)
+        fig.axes[0].set_yticks(np.logspace(*np.log10(LOSS_LIMITS), 6))  # every second decade
+        _TEMPLATES[key] = _template(fig, fig.axes[0].lines[0], LOSS_LIMITS)
+    return _TEMPLATES[key]
+
+
+def _fits(template: _Template, y: np.ndarray) -> bool:
+    low, high = template.ylim
+    return bool(np.all(np.isfinite(y)) and y.min() >= low and y.max() <= high)
+
+
+def _paint(template: _Template, x: np.ndarray, y: np.ndarray, title: str, path: Path) -> None:
+    """The template's pixels, this trial's curve and title on top, written as a PNG."""
+    canvas, fig = template.canvas, template.canvas.figure
+    canvas.restore_region(template.background)
+    template.line.set_data(x, y)
+    template.title.set_text(title)
+    fig.axes[0].draw_artist(template.line)
+    fig.draw_artist(template.title)
+    width, height = canvas.get_width_height()
+    image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+    image.convert("RGB").save(path, format="png", dpi=(DPI, DPI))
 
 
 def save_run_plots(
@@ -77,18 +171,40 @@ def save_run_plots(
     loss: np.ndarray,
     label: str,
 ) -> list[Path]:
-    """Write fit.png, derivative.png and loss.png into `directory`."""
+    """Write fit.png, derivative.png and loss.png into `directory`.
+
+    Every trial of a sweep shares its axes (the truth's range, the loss decades in
+    LOSS_LIMITS), so the static part is drawn once per process and only the trial's curve
+    and title are painted on it: a few milliseconds a plot. A curve outside those axes gets a
+    figure of its own, scaled to show all of it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     x_train, x_val = np.ravel(x_train), np.ravel(x_val)
-    figures = {
-        "fit.png": fit_figure(x_train, x_val, f_val, label),
-        "derivative.png": derivative_figure(x_train, x_val, df_val, label),
-        "loss.png": loss_figure(epochs, loss, label),
+    f_val, df_val = np.ravel(f_val), np.ravel(df_val)
+    kept = np.isfinite(loss) & (loss > 0)
+    curves = {
+        "fit.png": ("fit", f_val, f"f(x) vs log x — {label}"),
+        "derivative.png": ("derivative", df_val, f"f'(x) vs 1/x — {label}"),
+        "loss.png": ("loss", loss[kept], f"training loss — {label}"),
     }
     paths = []
-    for name, fig in figures.items():
-        fig.savefig(directory / name)
-        paths.append(directory / name)
+    for name, (kind, y, title) in curves.items():
+        path = directory / name
+        if kind == "loss":
+            template = _loss_template(float(epochs[-1])) if len(y) else None
+            x = epochs[kept]
+        else:
+            template, x = _curve_template(kind, x_train, x_val), x_val
+        if template is not None and _fits(template, y):
+            _paint(template, x, y, title, path)
+        elif kind == "loss":
+            loss_figure(epochs, loss, label).savefig(path)
+        else:
+            make = fit_figure if kind == "fit" else derivative_figure
+            make(x_train, x_val, y, label).savefig(path)
+        paths.append(path)
+    if len(_TEMPLATES) > 32:  # many data grids or epoch counts in one process: start afresh
+        _TEMPLATES.clear()
     return paths
 
 
@@ -96,20 +212,6 @@ def study_values_positive(study: object) -> bool:
     """Whether every finished trial's value is > 0 (a log axis can show them all)."""
     values = [t.value for t in study.trials if t.value is not None]
     return bool(values) and min(values) > 0
-
-
-def plot_process_init() -> None:
-    """Start of a plot process (this module only, no TensorFlow): Ctrl-C is the sweep's to
-    handle, so plots already queued still get drawn; and it dies with its sweep process, even
-    one killed with SIGKILL, instead of lingering."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the pool still ends with a clean exit
-        pass
 
 
 def save_study_plots(study: object, directory: Path) -> list[Path]:

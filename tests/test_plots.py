@@ -1,0 +1,79 @@
+"""A trial's three PNGs: painted onto shared axes, byte for byte what a fresh drawing gives.
+
+Plots are drawn once per process and then only the trial's curve and title are painted on the
+saved pixels; these tests catch a curve left over from the previous trial, a curve clipped by
+the shared axes, and a loss history with a non-finite tail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import plots
+
+X_TRAIN = np.linspace(0.1, 1.9, 19, dtype=np.float32)
+X_VAL = np.linspace(0.11, 1.89, 99, dtype=np.float32)
+EPOCHS = np.concatenate([[1], np.arange(50, 10_001, 50)])
+NAMES = ("fit.png", "derivative.png", "loss.png")
+
+
+def _curves(wobble: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    f = np.log(X_VAL) + wobble * np.sin(5 * X_VAL)
+    df = 1.0 / X_VAL + wobble * np.cos(4 * X_VAL)
+    loss = 0.5 * np.exp(-EPOCHS / (2000 + 1000 * wobble)) + 1e-5
+    return f, df, loss
+
+
+def _draw(directory: Path, wobble: float, label: str, loss: np.ndarray | None = None) -> dict:
+    f, df, default_loss = _curves(wobble)
+    loss = default_loss if loss is None else loss
+    plots.save_run_plots(directory, X_TRAIN, X_VAL, f, df, EPOCHS, loss, label)
+    return {name: (directory / name).read_bytes() for name in NAMES}
+
+
+@pytest.fixture(autouse=True)
+def fresh_templates():
+    plots._TEMPLATES.clear()
+    yield
+    plots._TEMPLATES.clear()
+
+
+def test_a_painted_trial_equals_the_same_trial_painted_first(tmp_path: Path) -> None:
+    _draw(tmp_path / "a", 0.3, "study #1")
+    after_other = _draw(tmp_path / "b", 0.05, "study #2")
+    plots._TEMPLATES.clear()
+    alone = _draw(tmp_path / "c", 0.05, "study #2")
+    assert after_other == alone  # nothing of trial #1's curve or title is left
+
+
+def test_each_trial_gets_its_own_curve_and_title(tmp_path: Path) -> None:
+    first = _draw(tmp_path / "a", 0.3, "study #1")
+    second = _draw(tmp_path / "b", 0.3, "study #2")
+    third = _draw(tmp_path / "c", 0.05, "study #2")
+    for name in NAMES:
+        assert first[name] != second[name]  # the title
+        assert second[name] != third[name]  # the curve
+        assert first[name].startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_curve_beyond_the_shared_axes_gets_a_figure_scaled_to_it(tmp_path: Path) -> None:
+    f = 5 * np.log(X_VAL)  # far below the log x axis at small x
+    _, df, loss = _curves(0.0)
+    loss = loss * 1e4  # above the shared loss decades
+    plots.save_run_plots(tmp_path, X_TRAIN, X_VAL, f, df, EPOCHS, loss, "wild")
+    plots.fit_figure(X_TRAIN, X_VAL, f, "wild").savefig(tmp_path / "fit-fresh.png")
+    plots.loss_figure(EPOCHS, loss, "wild").savefig(tmp_path / "loss-fresh.png")
+    assert (tmp_path / "fit.png").read_bytes() == (tmp_path / "fit-fresh.png").read_bytes()
+    assert (tmp_path / "loss.png").read_bytes() == (tmp_path / "loss-fresh.png").read_bytes()
+
+
+def test_a_diverged_loss_plots_its_finite_part(tmp_path: Path) -> None:
+    _, _, loss = _curves(0.1)
+    loss[120:] = np.inf
+    diverged = _draw(tmp_path / "a", 0.1, "x", loss)
+    truncated = _draw(tmp_path / "b", 0.1, "x", np.where(np.isfinite(loss), loss, np.nan))
+    assert diverged["loss.png"] == truncated["loss.png"]
+    assert diverged["loss.png"] != _draw(tmp_path / "c", 0.1, "x")["loss.png"]
