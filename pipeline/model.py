@@ -37,16 +37,28 @@ def build_model(hidden: Sequence[int], activation: str, seed: int) -> keras.Sequ
             keras.layers.Dense(
                 units,
                 activation=None if last else activation,
-                kernel_initializer=keras.initializers.GlorotUniform(seed=seed * 1000 + index),
+                kernel_initializer=_kernel_initializer(seed, index),
             )
         )
     return keras.Sequential(layers)
 
 
-def count_params(hidden: Sequence[int]) -> int:
-    """Weights plus biases of the network with these hidden widths and one input and output."""
+def _kernel_initializer(seed: int, layer: int) -> keras.initializers.Initializer:
+    return keras.initializers.GlorotUniform(seed=seed * 1000 + layer)
+
+
+def seeded_weights(hidden: Sequence[int], seed: int) -> list[np.ndarray]:
+    """The weights `build_model(hidden, _, seed)` starts from, without building the model.
+
+    The same initializers give the same values; a sweep trial needs only these, and skipping
+    the Keras model saves ~20 ms a trial.
+    """
     widths = [1, *hidden, 1]
-    return sum(a * b + b for a, b in itertools.pairwise(widths))
+    weights = []
+    for layer, shape in enumerate(itertools.pairwise(widths)):
+        kernel = _kernel_initializer(seed, layer)(shape=shape, dtype="float32")
+        weights += [np.asarray(kernel, dtype=np.float32), np.zeros(shape[1], np.float32)]
+    return weights
 
 
 def forward(

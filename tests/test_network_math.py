@@ -16,7 +16,14 @@ from helpers import tensors as _tensors
 
 from pipeline.config import ACTIVATIONS
 from pipeline.data import Dataset
-from pipeline.model import build_model, forward, initial_weights, pad_weights, unpad_weights
+from pipeline.model import (
+    build_model,
+    forward,
+    initial_weights,
+    pad_weights,
+    seeded_weights,
+    unpad_weights,
+)
 from pipeline.objectives import derivative_loss, value_and_slope
 from pipeline.optimizers import apply_gradients, init_slots
 
@@ -90,6 +97,15 @@ def test_build_model_is_seeded_and_shaped() -> None:
     assert [w.shape for w in a] == [(1, 10), (10,), (10, 10), (10,), (10, 1), (1,)]
     assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
     assert not np.array_equal(a[2], c[2])
+
+
+@pytest.mark.parametrize("hidden", [(10, 10), (7, 5, 3), (64, 4, 33, 9)])
+def test_seeded_weights_are_the_models_initial_weights(hidden: tuple[int, ...]) -> None:
+    built = initial_weights(build_model(hidden, "tanh", seed=3))
+    direct = seeded_weights(hidden, seed=3)
+    assert [w.shape for w in direct] == [w.shape for w in built]
+    assert all(np.array_equal(u, v) for u, v in zip(built, direct, strict=True))
+    assert not np.array_equal(seeded_weights(hidden, seed=4)[0], direct[0])
 
 
 def test_padded_masked_forward_equals_unpadded(dataset: Dataset) -> None:
