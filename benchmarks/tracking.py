@@ -5,8 +5,9 @@ graphs compiled in a warm-up first):
 - train only: `pipeline.trainer.train`;
 - synchronous: create the child run, train, `record.record_training` (params, metric history,
   final metrics, three plots, weights) and close the run, all in line;
-- background: as the sweep does it, recording handed to `record.BackgroundRecorder` so it overlaps
-  the next trial's training (timed over the whole sequence, including the final drain).
+- background: as the sweep does it, the recording handed to `record.BackgroundRecorder`'s
+  process so it overlaps the next trial's training (timed over the whole sequence, including
+  the final drain).
 Overhead = (path - train only) / train only. Target: <= 20%.
 
     python benchmarks/tracking.py [--epochs 10000] [--repeats 2]
@@ -48,8 +49,7 @@ def main() -> None:
     from pipeline import tracking
     from pipeline.config import DataConfig, TrackingConfig
     from pipeline.data import make_dataset
-    from pipeline.model import build_model, initial_weights
-    from pipeline.plots import save_run_plots
+    from pipeline.model import seeded_weights
     from pipeline.record import BackgroundRecorder, record_training, run_params
     from pipeline.search import SearchSpace
     from pipeline.trainer import TrainSpec, train
@@ -67,7 +67,7 @@ def main() -> None:
 
     def train_one(config):
         hidden, activation, optimizer, lr = config
-        weights = initial_weights(build_model(hidden, activation, seed=0))
+        weights = seeded_weights(hidden, seed=0)
         return train(spec(activation, optimizer, lr), weights, data, pad_width=pad)
 
     def start(index: int) -> str:
@@ -79,11 +79,14 @@ def main() -> None:
             parent_run_id=parent,
         )
 
-    def record(run_id: str, config, result, render=save_run_plots) -> None:
+    def params(config) -> dict:
         hidden, activation, optimizer, lr = config
-        params = run_params(hidden, activation, optimizer, lr, args.epochs, 0, "value")
-        tags = {"optuna.state": "COMPLETE"}
-        record_training(client, run_id, result, data, params, "value", run_id[:8], tags, render)
+        return run_params(hidden, activation, optimizer, lr, args.epochs, 0, "value")
+
+    tags = {"optuna.state": "COMPLETE"}
+
+    def record(run_id: str, config, result) -> None:
+        record_training(client, run_id, result, data, params(config), "value", run_id[:8], tags)
         tracking.end_run(client, run_id)
 
     sequence = CONFIGS * args.repeats
@@ -112,13 +115,14 @@ def main() -> None:
         synchronous.append(t2 - t0)
         record_only.append(t2 - t1)
 
-    recorder = BackgroundRecorder()
-    recorder.warm_up()  # as the sweep does, before its first trial
+    recorder = BackgroundRecorder(client.tracking_uri)
+    # The sweep starts the process with its first trial; a one-off, so not timed here.
+    recorder.warm_up(data, args.epochs).result()
     t0 = time.perf_counter()
     for index, config in enumerate(sequence):
         run_id = start(1000 + index)
         result = train_one(config)
-        recorder.submit(lambda r=run_id, c=config, res=result: record(r, c, res, recorder.render))
+        recorder.submit(run_id, result, data, params(config), "value", run_id[:8], tags)
     failed = recorder.drain()
     recorder.close()
     background_total = time.perf_counter() - t0

@@ -1,14 +1,20 @@
 """What a trained network leaves in MLflow: uniform params, history, final metrics, plots, weights.
 
 Shared by `pipeline.train` and every sweep trial, so single runs and trials compare in one view.
+Imports no TensorFlow: a sweep records its trials from a separate process that needs none.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import itertools
 import multiprocessing
+import os
+import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -18,9 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.data import Dataset
-from pipeline.model import count_params
-from pipeline.plots import plot_process_init, save_run_plots
-from pipeline.trainer import TrainResult
+from pipeline.plots import save_run_plots
+from pipeline.results import TrainResult
 
 WEIGHTS_ARTIFACT = "weights/weights.npz"
 
@@ -46,6 +51,12 @@ def run_params(
         "seed": seed,
         "objective": objective,
     }
+
+
+def count_params(hidden: Sequence[int]) -> int:
+    """Weights plus biases of the network with these hidden widths and one input and output."""
+    widths = [1, *hidden, 1]
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
 def objective_value(objective: str, result: TrainResult) -> float:
@@ -74,12 +85,8 @@ def record_training(
     objective: str,
     label: str,
     tags: Mapping[str, str] | None = None,
-    render: Callable[..., Any] = save_run_plots,
 ) -> dict[str, float]:
-    """Log a trained network into `run_id` (one metric batch, one upload); return the finals.
-
-    `render` draws the plots (`save_run_plots` here, or a `BackgroundRecorder`'s plot process).
-    """
+    """Log a trained network into `run_id` (one metric batch, one upload); return the finals."""
     final = final_metrics(objective, result)
     tracking.log_training(
         client,
@@ -93,7 +100,7 @@ def record_training(
     )
     with tracking.scratch_dir() as scratch:
         root = Path(scratch)
-        render(
+        save_run_plots(
             root / "plots",
             data.x_train,
             data.x_val,
@@ -117,53 +124,140 @@ def load_weights(client: MlflowClient, run_id: str) -> list[np.ndarray]:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
 
-class BackgroundRecorder:
-    """Records finished trials on a background thread while the next trial trains.
+def record_run(
+    tracking_uri: str,
+    run_id: str,
+    result: TrainResult,
+    data: Dataset,
+    params: Mapping[str, Any],
+    objective: str,
+    label: str,
+    tags: Mapping[str, str],
+) -> None:
+    """Record a finished trial into its run and close it: FINISHED, or FAILED if recording fails."""
+    client = _client(tracking_uri)
+    try:
+        record_training(client, run_id, result, data, params, objective, label, tags)
+    except BaseException:
+        tracking.end_run(client, run_id, "FAILED")
+        raise
+    tracking.end_run(client, run_id)
 
-    Matplotlib holds the GIL for most of a trial's recording, so the plots are drawn in a
-    separate process; the thread only waits for them and makes the MLflow calls. XLA training
-    releases the GIL, so on two cores tracking overlaps training instead of adding to it.
-    `drain` waits for everything submitted; call it before reading runs back or exiting.
+
+@functools.cache
+def _client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def recorder_process_init(parent_pid: int) -> None:
+    """Start of the recording process: Ctrl-C is the sweep's to handle, so recordings already
+    queued still finish; and it dies with its sweep process, even one killed with SIGKILL
+    (before this ran, too: its imports take seconds), instead of lingering."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Its last recording is committed when it is told to stop; tearing down the interpreter
+    # (matplotlib, MLflow, SQLAlchemy) would only keep the sweep waiting ~0.6 s.
+    atexit.register(_exit_now)
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pool still ends with a clean exit
+        pass
+    if os.getppid() != parent_pid:  # the sweep died while this process was starting
+        os._exit(0)
+
+
+def _warm_up(tracking_uri: str, data: Dataset, epochs: int) -> None:
+    _client(tracking_uri).search_experiments(max_results=1)
+    with tracking.scratch_dir() as scratch:
+        steps = np.array([1, epochs])
+        save_run_plots(
+            Path(scratch), data.x_train, data.x_val, data.y_val, data.dy_val, steps, np.ones(2), ""
+        )
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _here(args: tuple) -> Future:
+    """`record_run(*args)` in this process, as a finished future."""
+    future: Future = Future()
+    try:
+        record_run(*args)
+        future.set_result(None)
+    except Exception as error:
+        future.set_exception(error)
+    return future
+
+
+class BackgroundRecorder:
+    """Records finished trials in a separate process while the next trial trains.
+
+    A trial's recording (plots, the metric batch, the artifact upload, closing the run) is
+    Python that holds the GIL; in the training process it stalled the trainer between its
+    compiled chunks. Here the trainer only hands over the result. Tasks run in order; if the
+    process dies, what it had not recorded is recorded here instead. One recorder serves a
+    sweep's studies in turn; call `drain` before reading runs back, `close` when done.
     """
 
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
-        self._plots = ProcessPoolExecutor(
+    def __init__(self, tracking_uri: str) -> None:
+        self._uri = tracking_uri
+        self._pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=plot_process_init,
+            initializer=recorder_process_init,
+            initargs=(os.getpid(),),
         )
-        self._pending: list[Future] = []
+        self._pending: list[tuple[Future, tuple]] = []
 
-    def warm_up(self) -> None:
-        """Start the plot process now, while the first trial trains, not when its plots are due."""
-        self._plots.submit(int)
+    def warm_up(self, data: Dataset, epochs: int) -> Future:
+        """Start the process now, while the first trial trains: its imports, the store's
+        connection and the plots' shared axes for `data` and `epochs` are then ready."""
+        return self._pool.submit(_warm_up, self._uri, data, epochs)
 
-    def render(self, *args: Any) -> None:
-        """`save_run_plots(*args)` in the plot process (in this thread if that process died)."""
+    def submit(
+        self,
+        run_id: str,
+        result: TrainResult,
+        data: Dataset,
+        params: Mapping[str, Any],
+        objective: str,
+        label: str,
+        tags: Mapping[str, str],
+    ) -> None:
+        """Queue the recording of `run_id`; a failure is reported at `drain`, not raised here."""
+        args = (self._uri, run_id, result, data, dict(params), objective, label, dict(tags))
+        self._pending = [(f, a) for f, a in self._pending if not f.done() or f.exception()]
         try:
-            self._plots.submit(save_run_plots, *args).result()
+            future = self._pool.submit(record_run, *args)
         except BrokenProcessPool:
-            save_run_plots(*args)
-
-    def submit(self, task: Callable[[], None]) -> None:
-        """Queue `task`; its failure is reported at `drain`, not raised into the trial loop."""
-        self._pending = [f for f in self._pending if not f.done() or f.exception()]
-        self._pending.append(self._pool.submit(task))
+            future = _here(args)
+        self._pending.append((future, args))
 
     def drain(self) -> int:
-        """Wait for every queued task; print and count the ones that failed."""
+        """Wait for every queued recording; print and count the ones that failed."""
         failed = 0
-        for future in self._pending:
+        for future, args in self._pending:
             error = future.exception()
+            if isinstance(error, BrokenProcessPool):  # the process died before this one
+                error = _here(args).exception()
             if error is not None:
                 failed += 1
-                print(f"warning: recording a run failed: {error!r}", file=sys.stderr)
+                print(f"warning: recording run {args[1]} failed: {error!r}", file=sys.stderr)
         self._pending = []
         return failed
 
     def close(self) -> None:
-        """Drain, then stop the thread and the plot process."""
+        """Drain, then stop the process."""
         self.drain()
         self._pool.shutdown()
-        self._plots.shutdown()
+
+    def __enter__(self) -> BackgroundRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

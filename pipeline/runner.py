@@ -21,6 +21,7 @@ from pipeline.settings import SweepSettings
 from pipeline.study import study_name
 
 if TYPE_CHECKING:
+    from pipeline.record import BackgroundRecorder
     from pipeline.worker import StudyOutcome
 
 CONNECT_TIMEOUT_S = 5
@@ -75,16 +76,25 @@ def preflight(settings: SweepSettings) -> None:
             )
 
 
+def _recorder(settings: SweepSettings) -> BackgroundRecorder:
+    """The process that records this process's finished trials, for all its studies in turn."""
+    from pipeline.record import BackgroundRecorder
+
+    return BackgroundRecorder(sqlalchemy_url(settings.tracking.uri))
+
+
 def _worker_main(settings: SweepSettings, index: int) -> None:
-    """A local worker process: its share of every study, threads capped to its share of cores."""
+    """A local worker process: its share of every study, on one TF thread like every process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for us
-    cli.import_tensorflow_quietly(threads=max(1, (os.cpu_count() or 1) // settings.study.n_workers))
+    cli.import_tensorflow_quietly()
     from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
 
     raise_on_sigterm()
     try:
-        for objective in settings.objectives:
-            run_study(settings, objective, len(settings.objectives), index, finalize_at_end=False)
+        with _recorder(settings) as recorder:
+            for objective in settings.objectives:
+                n = len(settings.objectives)
+                run_study(settings, objective, n, recorder, index, finalize_at_end=False)
     except Terminated:
         sys.exit(143)
     except TooManyFailures as error:
@@ -147,10 +157,11 @@ def _finalize_all(settings: SweepSettings) -> list[StudyOutcome]:
     from pipeline.worker import run_study
 
     # Every study is at n_trials now: this asks for no trial, it only closes the books.
-    return [
-        run_study(settings, objective, len(settings.objectives), progress=False)
-        for objective in settings.objectives
-    ]
+    with _recorder(settings) as idle:  # never started: there is nothing to record
+        return [
+            run_study(settings, objective, len(settings.objectives), idle, progress=False)
+            for objective in settings.objectives
+        ]
 
 
 def print_summary(outcomes: list[StudyOutcome], tracking_uri: str) -> None:
@@ -201,7 +212,8 @@ def run_sweep(settings: SweepSettings) -> int:
                 return code
             outcomes = _finalize_all(settings)
         else:
-            outcomes = [run_study(settings, objective, n) for objective in settings.objectives]
+            with _recorder(settings) as recorder:
+                outcomes = [run_study(settings, o, n, recorder) for o in settings.objectives]
     except ConfigError as error:
         cli.fail(error)
     except TooManyFailures as error:

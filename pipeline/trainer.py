@@ -22,6 +22,7 @@ from pipeline.data import Dataset
 from pipeline.model import pad_weights, unpad_weights
 from pipeline.objectives import derivative_loss, validation_errors, value_loss
 from pipeline.optimizers import apply_gradients, init_slots
+from pipeline.results import Report, TrainResult
 
 
 @dataclass(frozen=True)
@@ -37,38 +38,6 @@ class TrainSpec:
     anchor_x: float = 1.0
     log_every: int = 50
     report_every: int = 500
-
-
-@dataclass(frozen=True)
-class Report:
-    """Progress after `epoch` epochs: the last training loss and both validation errors."""
-
-    epoch: int
-    loss: float
-    val_value_mse: float
-    val_deriv_mse: float
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Loss history (1-based epochs at `log_every` resolution), reports and final state."""
-
-    history_epochs: np.ndarray
-    history_loss: np.ndarray
-    reports: list[Report]
-    val_value_mse: float
-    val_deriv_mse: float
-    epochs_run: int
-    diverged_at: int | None
-    stopped_early: bool
-    weights: list[np.ndarray]
-    val_f: np.ndarray
-    val_df: np.ndarray
-    seconds: float
-
-    @property
-    def final_loss(self) -> float:
-        return float(self.history_loss[-1])
 
 
 def limit_threads(threads: int) -> None:
@@ -139,6 +108,22 @@ def graph_key(spec: TrainSpec, padded: bool) -> tuple[str, str, str, bool]:
     return spec.activation, "any" if padded else spec.optimizer, spec.objective, padded
 
 
+def _fixed_inputs(spec: TrainSpec, data: Dataset) -> list[tf.Tensor]:
+    """Learning rate, optimizer switch, anchor, and the training and validation data."""
+    if spec.objective == "value":
+        x, target = data.x_train, data.y_train
+    else:
+        x = np.concatenate([data.x_train, [[spec.anchor_x]]]).astype(np.float32)
+        target = data.dy_train
+    return [
+        tf.constant(spec.learning_rate, tf.float32),
+        tf.constant(spec.optimizer == "adam"),
+        tf.constant(spec.anchor_weight, tf.float32),
+        tf.constant(math.log(spec.anchor_x), tf.float32),
+        *(tf.constant(a, tf.float32) for a in (x, target, data.x_val, data.y_val, data.dy_val)),
+    ]
+
+
 def _history_mask(epochs_run: int, log_every: int) -> np.ndarray:
     epochs = np.arange(1, epochs_run + 1)
     keep = (epochs % log_every == 0) | (epochs == 1) | (epochs == epochs_run)
@@ -168,18 +153,7 @@ def train(
     w = [tf.constant(a, dtype=tf.float32) for a in weights]
     mask_tensors = [tf.constant(m) for m in masks]
     slots = init_slots(key[1], w)
-    if spec.objective == "value":
-        x, target = data.x_train, data.y_train
-    else:
-        x = np.concatenate([data.x_train, [[spec.anchor_x]]]).astype(np.float32)
-        target = data.dy_train
-    fixed = [
-        tf.constant(spec.learning_rate, tf.float32),
-        tf.constant(spec.optimizer == "adam"),
-        tf.constant(spec.anchor_weight, tf.float32),
-        tf.constant(math.log(spec.anchor_x), tf.float32),
-        *(tf.constant(a, tf.float32) for a in (x, target, data.x_val, data.y_val, data.dy_val)),
-    ]
+    fixed = _fixed_inputs(spec, data)
     capacity = tf.constant(spec.report_every)
     losses: list[np.ndarray] = []
     reports: list[Report] = []

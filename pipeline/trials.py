@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline.config import ObjectiveConfig, TrainConfig
 from pipeline.data import Dataset
-from pipeline.model import build_model, initial_weights
-from pipeline.record import BackgroundRecorder, objective_value, record_training, run_params
+from pipeline.model import seeded_weights
+from pipeline.record import BackgroundRecorder, objective_value, run_params
 from pipeline.search import Hyperparams, SearchSpace, suggest
 from pipeline.study import worker_id
 from pipeline.trainer import Report, TrainSpec, train
@@ -102,26 +102,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     if reason:
         trial.set_user_attr(REASON, reason)
     label = f"{ctx.study_name} #{trial.number}"
-
-    def record() -> None:
-        try:
-            record_training(
-                ctx.client,
-                run_id,
-                result,
-                ctx.data,
-                params,
-                objective,
-                label,
-                _tags(state, reason),
-                render=ctx.recorder.render,
-            )
-        except BaseException:
-            tracking.end_run(ctx.client, run_id, "FAILED")
-            raise
-        tracking.end_run(ctx.client, run_id)
-
-    ctx.recorder.submit(record)
+    ctx.recorder.submit(run_id, result, ctx.data, params, objective, label, _tags(state, reason))
     if result.diverged_at is not None:
         raise Diverged(reason)
     if result.stopped_early:
@@ -133,8 +114,8 @@ def _tags(state: str, reason: str | None) -> dict[str, str]:
     return {STATE: state} | ({REASON: reason} if reason else {})
 
 
-def _train(trial: optuna.Trial, ctx: TrialContext, hp: Hyperparams):
-    spec = TrainSpec(
+def _spec(ctx: TrialContext, hp: Hyperparams) -> TrainSpec:
+    return TrainSpec(
         activation=hp.activation,
         optimizer=hp.optimizer,
         learning_rate=hp.learning_rate,
@@ -145,6 +126,10 @@ def _train(trial: optuna.Trial, ctx: TrialContext, hp: Hyperparams):
         log_every=ctx.train.log_every,
         report_every=ctx.report_every,
     )
+
+
+def _train(trial: optuna.Trial, ctx: TrialContext, hp: Hyperparams):
+    spec = _spec(ctx, hp)
     own = "val_value_mse" if ctx.objective.name == "value" else "val_deriv_mse"
 
     def report(progress: Report) -> bool:
@@ -154,5 +139,5 @@ def _train(trial: optuna.Trial, ctx: TrialContext, hp: Hyperparams):
         trial.report(value, progress.epoch)
         return trial.should_prune()
 
-    weights = initial_weights(build_model(hp.hidden, hp.activation, ctx.train.seed))
+    weights = seeded_weights(hp.hidden, ctx.train.seed)
     return train(spec, weights, ctx.data, on_report=report, pad_width=ctx.space.units.high)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -31,6 +31,9 @@ from pipeline.study import (
     study_name,
     worker_id,
 )
+
+if TYPE_CHECKING:
+    from pipeline.record import BackgroundRecorder
 
 
 @dataclass
@@ -179,13 +182,16 @@ def run_study(
     settings: SweepSettings,
     objective: ObjectiveConfig,
     n_objectives: int,
+    recorder: BackgroundRecorder,
     worker_index: int = 0,
     finalize_at_end: bool = True,
     progress: bool = True,
 ) -> StudyOutcome:
-    """Work on the objective's study until it has `n_trials` COMPLETE + PRUNED trials."""
+    """Work on the objective's study until it has `n_trials` COMPLETE + PRUNED trials.
+
+    `recorder` records the finished trials; it is drained here, its owner closes it.
+    """
     from pipeline.data import make_dataset
-    from pipeline.record import BackgroundRecorder
     from pipeline.trials import TrialContext, run_trial
 
     cfg = settings.study
@@ -203,11 +209,11 @@ def run_study(
         space=settings.search,
         data=make_dataset(settings.data),
         report_every=cfg.report_every,
-        recorder=BackgroundRecorder(),
+        recorder=recorder,
     )
     done = finished_count(study)
     if done < cfg.n_trials:
-        ctx.recorder.warm_up()
+        recorder.warm_up(ctx.data, settings.train.epochs)
     bar = tqdm(
         total=cfg.n_trials, initial=done, desc=name, disable=not progress or None, leave=False
     )
@@ -238,14 +244,14 @@ def run_study(
             _repair(study, client, settled)
     except BaseException as error:
         bar.close()
-        ctx.recorder.close()
+        recorder.drain()
         _close_own_runs(study, client)
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             tracking.end_run(client, parent, status)
         raise
     bar.close()
-    ctx.recorder.close()
+    recorder.drain()
     running = _settle_others(study, client, settled, cfg)
     summary: dict[str, Any] = {"finished": finished_count(study)}
     if finalize_at_end and not running:
