@@ -18,7 +18,7 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from pipeline import tracking
-from pipeline.trials import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR
+from pipeline.study import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -94,30 +94,42 @@ def _params(params: Mapping[str, Any]):
     return [Param(k, str(v)[:6000]) for k, v in params.items()]
 
 
-def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> dict[str, Any]:
-    """Best value and trial, trial counts, study plots and the best model; the run is FINISHED.
-
-    Idempotent: any worker that sees the study done may call it.
-    """
-    from pipeline.model import build_model
-    from pipeline.record import load_weights
-
+def summarize(study: optuna.Study) -> dict[str, Any]:
+    """Trial counts, the best trial (value, run id) and the baseline's value, from Optuna alone."""
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: 0 for s in optuna.trial.TrialState}
     for t in trials:
         counts[t.state.name] += 1
     summary: dict[str, Any] = {"finished": finished_count(study), "counts": counts}
-    metrics = {f"n_{k.lower()}": float(v) for k, v in counts.items() if k != "WAITING"}
     try:
         best = study.best_trial
     except ValueError:
         best = None
-    tags: dict[str, str] = {}
     if best is not None:
         best_run = best.user_attrs.get("mlflow_run_id", "")
+        summary |= {"best_value": best.value, "best_trial": best, "best_run_id": best_run}
+    baseline = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) and t.value is not None]
+    if baseline:
+        summary["baseline_value"] = baseline[0].value
+    return summary
+
+
+def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> dict[str, Any]:
+    """Best value and trial, trial counts, study plots and the best model; the run is FINISHED.
+
+    Idempotent: any worker that sees the study done may call it. Returns `summarize(study)`.
+    """
+    from pipeline.model import build_model
+    from pipeline.record import load_weights
+
+    summary = summarize(study)
+    metrics = {f"n_{k.lower()}": float(v) for k, v in summary["counts"].items() if k != "WAITING"}
+    tags: dict[str, str] = {}
+    best = summary.get("best_trial")
+    if best is not None:
+        best_run = summary["best_run_id"]
         metrics["best_value"] = float(best.value)
         tags = {"best_trial_number": str(best.number), "best_run_id": best_run}
-        summary |= {"best_value": best.value, "best_trial": best, "best_run_id": best_run}
         if best_run and client.get_run(best_run).data.tags.get("pipeline.model") != "logged":
             params = best.params
             hidden = [params[f"units_l{i}"] for i in range(params["n_layers"])]
@@ -130,16 +142,14 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
                 print(
                     f"warning: best model not logged for run {best_run}: {error}", file=sys.stderr
                 )
-    baseline = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) and t.value is not None]
-    if baseline:
-        summary["baseline_value"] = baseline[0].value
-        metrics["baseline_value"] = float(baseline[0].value)
+    if "baseline_value" in summary:
+        metrics["baseline_value"] = float(summary["baseline_value"])
     from mlflow.entities import Metric, RunTag
 
-    now = int(time.time() * 1000)
+    now, n_trials = int(time.time() * 1000), sum(summary["counts"].values())
     client.log_batch(
         parent_run_id,
-        metrics=[Metric(k, v, now, len(trials)) for k, v in metrics.items()],
+        metrics=[Metric(k, v, now, n_trials) for k, v in metrics.items()],
         tags=[RunTag(k, v) for k, v in tags.items()],
         synchronous=True,
     )

@@ -13,7 +13,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline import cli
 from pipeline.config import ConfigError, redact, sqlalchemy_url
@@ -83,23 +83,34 @@ def _recorder(settings: SweepSettings) -> BackgroundRecorder:
     return BackgroundRecorder(sqlalchemy_url(settings.tracking.uri))
 
 
-def _worker_main(settings: SweepSettings, index: int) -> None:
-    """A local worker process: its share of every study, on one TF thread like every process."""
+def _worker_main(settings: SweepSettings, index: int, working: Any) -> None:
+    """A local worker process: its share of every study, on one TF thread like every process.
+
+    `working[k]` counts the workers still on study k; the one that leaves it last closes its
+    books (study plots, best model), so the sweep process itself never needs TensorFlow.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for us
     cli.import_tensorflow_quietly()
     from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
 
     raise_on_sigterm()
+    code = 0
+    n = len(settings.objectives)
     try:
         with _recorder(settings) as recorder:
-            for objective in settings.objectives:
-                n = len(settings.objectives)
+            for k, objective in enumerate(settings.objectives):
                 run_study(settings, objective, n, recorder, index, finalize_at_end=False)
+                with working.get_lock():
+                    working[k] -= 1
+                    last = working[k] == 0
+                if last:  # every trial of this study is over: this asks for none, it finalises
+                    run_study(settings, objective, n, recorder, index, progress=False)
     except Terminated:
-        sys.exit(143)
+        code = 143
     except TooManyFailures as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
+    cli.exit_now(code)
 
 
 def _run_workers(settings: SweepSettings) -> int:
@@ -110,8 +121,9 @@ def _run_workers(settings: SweepSettings) -> int:
     for objective in settings.objectives:
         prepare_study(settings, objective, len(settings.objectives))
     context = multiprocessing.get_context("spawn")
+    working = context.Array("i", [settings.study.n_workers] * len(settings.objectives))
     workers = [
-        context.Process(target=_worker_main, args=(settings, i), name=f"worker-{i}")
+        context.Process(target=_worker_main, args=(settings, i, working), name=f"worker-{i}")
         for i in range(settings.study.n_workers)
     ]
     for w in workers:
@@ -127,10 +139,11 @@ def _run_workers(settings: SweepSettings) -> int:
             w.join()
         _close_parents(settings, "KILLED")
         raise
-    codes = [w.exitcode for w in workers]
-    if any(c == 1 for c in codes):
-        return 1
-    return 0
+    finally:
+        codes = [w.exitcode for w in workers]
+        # Free the counters' semaphore now: the sweep exits without interpreter teardown.
+        del workers, working
+    return 1 if any(c == 1 for c in codes) else 0
 
 
 def _close_parents(settings: SweepSettings, status: str) -> None:
@@ -153,15 +166,32 @@ def _close_parents(settings: SweepSettings, status: str) -> None:
             tracking.end_run(client, parent, status)
 
 
-def _finalize_all(settings: SweepSettings) -> list[StudyOutcome]:
-    from pipeline.worker import run_study
+def _outcomes(settings: SweepSettings) -> list[StudyOutcome]:
+    """After the workers: each study's summary; a study whose books a worker could not close
+    (it died) is finalised here, the one case where this process needs TensorFlow."""
+    import optuna
 
-    # Every study is at n_trials now: this asks for no trial, it only closes the books.
-    with _recorder(settings) as idle:  # never started: there is nothing to record
-        return [
-            run_study(settings, objective, len(settings.objectives), idle, progress=False)
-            for objective in settings.objectives
-        ]
+    from pipeline import tracking
+    from pipeline.parent import PARENT_ATTR, summarize
+    from pipeline.study import make_storage
+    from pipeline.worker import StudyOutcome, run_study
+
+    client, experiment_id = tracking.connect(settings.tracking)
+    storage = make_storage(settings.study)
+    outcomes = []
+    for objective in settings.objectives:
+        name = study_name(settings.study.name, objective.name, len(settings.objectives))
+        study = optuna.load_study(study_name=name, storage=storage)
+        parent = study.user_attrs.get(PARENT_ATTR, "")
+        if parent and client.get_run(parent).info.status == "FINISHED":
+            summary = summarize(study)
+            outcomes.append(StudyOutcome(objective.name, name, parent, experiment_id, summary))
+            continue
+        cli.import_tensorflow_quietly()
+        with _recorder(settings) as idle:  # never started: there is nothing to record
+            n = len(settings.objectives)
+            outcomes.append(run_study(settings, objective, n, idle, progress=False))
+    return outcomes
 
 
 def print_summary(outcomes: list[StudyOutcome], tracking_uri: str) -> None:
@@ -197,7 +227,8 @@ def run_sweep(settings: SweepSettings) -> int:
         preflight(settings)
     except ConfigError as error:
         cli.fail(error)
-    cli.import_tensorflow_quietly()
+    if settings.study.n_workers == 1:  # with more, only the worker processes train
+        cli.import_tensorflow_quietly()
     from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
 
     raise_on_sigterm()
@@ -210,7 +241,7 @@ def run_sweep(settings: SweepSettings) -> int:
             code = _run_workers(settings)
             if code:
                 return code
-            outcomes = _finalize_all(settings)
+            outcomes = _outcomes(settings)
         else:
             with _recorder(settings) as recorder:
                 outcomes = [run_study(settings, o, n, recorder) for o in settings.objectives]

@@ -22,6 +22,12 @@ from optuna.trial import TrialState
 
 from pipeline.config import ConfigError, read_int, redact, sqlalchemy_url
 
+# What a trial carries: its run id and worker (Optuna user attrs), its state as a run tag, and
+# why it failed or was pruned (both).
+RUN_ID_ATTR = "mlflow_run_id"
+WORKER_ATTR = "worker"
+STATE, REASON = "optuna.state", "failure_reason"
+
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
 PRUNERS = ("median", "hyperband", "none")
 RDB_SCHEMES = ("postgresql", "mysql", "sqlite")  # backend names, any driver

@@ -7,8 +7,6 @@ Optuna with MLflow and reports orphans. `main` reads config; the work is in plai
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,10 +50,9 @@ def main(cfg: DictConfig) -> None:
         settings = read_settings(cfg)
     except ConfigError as error:
         cli.fail(error)
-    cli.import_tensorflow_quietly()
     from pipeline.runner import run_check, run_sweep
 
-    sys.exit(run_check(settings) if cfg.get("check") else run_sweep(settings))
+    cli.exit_now(run_check(settings) if cfg.get("check") else run_sweep(settings))
 
 
 if __name__ == "__main__":

@@ -140,6 +140,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.tracking import ui_command
 
     print(f"open it: {ui_command(settings.tracking.uri)}  (experiment {outcome.experiment_id})")
+    cli.exit_now(0)
 
 
 if __name__ == "__main__":

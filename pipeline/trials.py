@@ -20,12 +20,8 @@ from pipeline.data import Dataset
 from pipeline.model import seeded_weights
 from pipeline.record import BackgroundRecorder, objective_value, run_params
 from pipeline.search import Hyperparams, SearchSpace, suggest
-from pipeline.study import worker_id
+from pipeline.study import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR, worker_id
 from pipeline.trainer import Report, TrainSpec, train
-
-RUN_ID_ATTR = "mlflow_run_id"
-WORKER_ATTR = "worker"
-STATE, REASON = "optuna.state", "failure_reason"
 
 
 class Diverged(optuna.TrialPruned):

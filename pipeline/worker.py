@@ -165,7 +165,7 @@ def _settle_others(
 def _close_own_runs(study: optuna.Study, client: Any) -> None:
     """Close runs of this process's failed trials still RUNNING (an interrupt that landed
     between the run's start and the trial's own cleanup)."""
-    from pipeline.trials import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR
+    from pipeline.study import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR
 
     me = worker_id()
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
