@@ -1,11 +1,12 @@
 """Trials per minute of one sweep with 1 and with 2 local worker processes.
 
-The same fixed study each time (objective=value, 16 trials, 10,000 epochs, pruner none, the
-default TPE sampler and journal storage) in a fresh temporary directory; the rate counts
-COMPLETE + PRUNED trials over the wall time of the whole `python -m pipeline.sweep` command
-(start-up, compile and the final bookkeeping included, as a user waits for them).
+The same fixed study each time (objective=value, 10,000 epochs, pruner none, the default TPE
+sampler and journal storage) in a fresh temporary directory, at two sizes: 16 trials, where
+start-up and compilation dominate, and 64, closer to a sweep worth parallelising. The rate
+counts COMPLETE + PRUNED trials over the wall time of the whole `python -m pipeline.sweep`
+command (start-up, compile and the final bookkeeping included, as a user waits for them).
 
-    python benchmarks/workers.py [--trials 16] [--epochs 10000] [--workers 1 2]
+    python benchmarks/workers.py [--trials 16 64] [--epochs 10000] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ TARGET_RATIO = 1.6
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--epochs", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     return parser.parse_args()
@@ -70,24 +71,22 @@ def rate(workers: int, trials: int, epochs: int) -> tuple[float, int, float]:
 
 def main() -> None:
     args = parse_args()
-    print(
-        f"objective=value, {args.trials} trials, {args.epochs} epochs, pruner none, "
-        f"{os.cpu_count()} cores"
-    )
-    rates = {}
-    for workers in args.workers:
-        per_minute, done, seconds = rate(workers, args.trials, args.epochs)
-        rates[workers] = per_minute
-        print(
-            f"{workers} worker(s): {done} trials in {seconds:6.1f} s = {per_minute:5.2f} trials/min"
-        )
-    if 1 in rates and len(rates) > 1:
+    print(f"objective=value, {args.epochs} epochs, pruner none, {os.cpu_count()} cores")
+    for trials in args.trials:
+        rates = {}
+        for workers in args.workers:
+            per_minute, done, seconds = rate(workers, trials, args.epochs)
+            rates[workers] = per_minute
+            print(
+                f"{trials}-trial study, {workers} worker(s): {done} trials in {seconds:6.1f} s"
+                f" = {per_minute:6.2f} trials/min"
+            )
         for workers, per_minute in rates.items():
-            if workers != 1:
+            if workers != 1 and 1 in rates:
                 ratio = per_minute / rates[1]
                 verdict = "meets" if ratio >= TARGET_RATIO else "misses"
                 print(
-                    f"ratio {workers} vs 1 worker: {ratio:.2f}x "
+                    f"{trials}-trial study, ratio {workers} vs 1 worker: {ratio:.2f}x "
                     f"({verdict} the {TARGET_RATIO}x target)"
                 )
 
