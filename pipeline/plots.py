@@ -6,7 +6,6 @@ at modest DPI: a trial's three plots cost tens of milliseconds, not a good part 
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,18 +125,11 @@ def _curve_template(kind: str, x_train: np.ndarray, x_val: np.ndarray) -> _Templ
     return _TEMPLATES[key]
 
 
-def _nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= value (an epoch axis end)."""
-    power = 10.0 ** math.floor(math.log10(max(value, 1.0)))
-    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value)
-
-
-def _loss_template(last_epoch: float) -> _Template:
-    xmax = _nice_ceiling(last_epoch)
-    key = ("loss", xmax)
+def _loss_template(epochs: int) -> _Template:
+    key = ("loss", epochs)
     if key not in _TEMPLATES:
-        fig = loss_figure(np.array([1.0, xmax]), np.array(LOSS_LIMITS), "")
-        fig.axes[0].set_xlim(0, xmax)
+        fig = loss_figure(np.array([1.0, epochs]), np.array(LOSS_LIMITS), "")
+        fig.axes[0].set_xlim(0, epochs)
         fig.axes[0].set_yticks(np.logspace(*np.log10(LOSS_LIMITS), 6))  # every second decade
         _TEMPLATES[key] = _template(fig, fig.axes[0].lines[0], LOSS_LIMITS)
     return _TEMPLATES[key]
@@ -170,13 +162,14 @@ def save_run_plots(
     epochs: np.ndarray,
     loss: np.ndarray,
     label: str,
+    planned_epochs: int | None = None,
 ) -> list[Path]:
     """Write fit.png, derivative.png and loss.png into `directory`.
 
     Every trial of a sweep shares its axes (the truth's range, the loss decades in
-    LOSS_LIMITS), so the static part is drawn once per process and only the trial's curve
-    and title are painted on it: a few milliseconds a plot. A curve outside those axes gets a
-    figure of its own, scaled to show all of it.
+    LOSS_LIMITS, the planned epochs, so a pruned trial visibly stops short), so the static part
+    is drawn once per process and only the trial's curve and title are painted on it: a few
+    milliseconds a plot. A curve outside those axes gets a figure of its own, scaled to it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     x_train, x_val = np.ravel(x_train), np.ravel(x_val)
@@ -191,7 +184,8 @@ def save_run_plots(
     for name, (kind, y, title) in curves.items():
         path = directory / name
         if kind == "loss":
-            template = _loss_template(float(epochs[-1])) if len(y) else None
+            last = int(epochs[-1])
+            template = _loss_template(max(planned_epochs or last, last)) if len(y) else None
             x = epochs[kept]
         else:
             template, x = _curve_template(kind, x_train, x_val), x_val

@@ -109,6 +109,7 @@ def record_training(
             result.history_epochs,
             result.history_loss,
             label,
+            params.get("epochs"),
         )
         (root / "weights").mkdir()
         np.savez(root / WEIGHTS_ARTIFACT, *result.weights)
@@ -173,7 +174,15 @@ def _warm_up(tracking_uri: str, data: Dataset, epochs: int) -> None:
     with tracking.scratch_dir() as scratch:
         steps = np.array([1, epochs])
         save_run_plots(
-            Path(scratch), data.x_train, data.x_val, data.y_val, data.dy_val, steps, np.ones(2), ""
+            Path(scratch),
+            data.x_train,
+            data.x_val,
+            data.y_val,
+            data.dy_val,
+            steps,
+            np.ones(2),
+            "",
+            epochs,
         )
 
 

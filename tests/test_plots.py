@@ -77,3 +77,18 @@ def test_a_diverged_loss_plots_its_finite_part(tmp_path: Path) -> None:
     truncated = _draw(tmp_path / "b", 0.1, "x", np.where(np.isfinite(loss), loss, np.nan))
     assert diverged["loss.png"] == truncated["loss.png"]
     assert diverged["loss.png"] != _draw(tmp_path / "c", 0.1, "x")["loss.png"]
+
+
+def test_a_pruned_trial_stops_short_on_the_planned_epoch_axis(tmp_path: Path) -> None:
+    from PIL import Image
+
+    f, df, loss = _curves(0.1)
+    short = EPOCHS <= 500  # pruned at epoch 500 of a planned 10,000
+    plots.save_run_plots(
+        tmp_path, X_TRAIN, X_VAL, f, df, EPOCHS[short], loss[short], "pruned", 10_000
+    )
+    pixels = np.asarray(Image.open(tmp_path / "loss.png").convert("RGB")).astype(int)
+    blue = np.abs(pixels - np.array([31, 119, 180])).sum(axis=2) < 60  # the curve's colour C0
+    columns = np.flatnonzero(blue.any(axis=0))
+    width = pixels.shape[1]
+    assert columns.size and columns.max() < 0.3 * width  # the curve ends near the left edge
