@@ -22,6 +22,10 @@ from pipeline.parent import BASELINE_ATTR, ensure_parent_run, finalize
 from pipeline.search import BASELINE, as_params, contains
 from pipeline.settings import SweepSettings
 from pipeline.study import (
+    REASON,
+    RUN_ID_ATTR,
+    STATE,
+    WORKER_ATTR,
     StudyConfig,
     finished_count,
     make_pruner,
@@ -165,8 +169,6 @@ def _settle_others(
 def _close_own_runs(study: optuna.Study, client: Any) -> None:
     """Close runs of this process's failed trials still RUNNING (an interrupt that landed
     between the run's start and the trial's own cleanup)."""
-    from pipeline.study import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR
-
     me = worker_id()
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         run_id = t.user_attrs.get(RUN_ID_ATTR)

@@ -28,6 +28,38 @@ def test_two_local_workers_share_the_journal_study(tmp_path):
     assert len(workers) == 2, workers  # both processes ran trials
 
 
+@pytest.mark.slow
+def test_a_local_worker_killed_mid_trial_leaves_the_study_closed(tmp_path):
+    """The worker that leaves a study last closes it; a SIGKILLed worker never leaves, so the
+    survivor finishes the trials and the sweep process closes the books itself."""
+    import os
+
+    overrides = ["study.n_trials=6", "study.n_workers=2", "train.epochs=3000"]
+    sweep = pg.start_sweep(tmp_path, *pg.SMALL, *overrides, "study.pruner.name=none")
+
+    def worker_mid_trial():
+        if sweep.poll() is not None:
+            raise AssertionError(f"the sweep ended early: {sweep.communicate()[1][-3000:]}")
+        trial = pg.running_trial(JOURNAL, "log-value", cwd=tmp_path)
+        return trial if trial is not None and trial.intermediate_values else None
+
+    try:
+        trial = pg.wait_until(worker_mid_trial, 300, "a worker's trial mid-training", 0.3)
+        os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+        result = finish(sweep)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.communicate()
+    assert result.returncode == 0, result.stderr
+    study, _ = pg.assert_books(JOURNAL, TRACKING, "log-value", 6, 2, tmp_path)
+    parent = pg.tracking_client(TRACKING, tmp_path).get_run(
+        study.user_attrs["mlflow_parent_run_id"]
+    )
+    assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
+    assert "best_trial_number" in parent.data.tags
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """One real `mlflow server` over PostgreSQL for the module (it takes ~25 s to start)."""
