@@ -83,20 +83,22 @@ def _recorder(settings: SweepSettings) -> BackgroundRecorder:
     return BackgroundRecorder(sqlalchemy_url(settings.tracking.uri))
 
 
-def _worker_main(settings: SweepSettings, index: int, working: Any) -> None:
+def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: Any) -> None:
     """A local worker process: its share of every study, on one TF thread like every process.
 
-    `working[k]` counts the workers still on study k; the one that leaves it last closes its
-    books (study plots, best model), so the sweep process itself never needs TensorFlow.
+    It imports TensorFlow while the sweep process prepares the studies, then waits for
+    `prepared`. `working[k]` counts the workers still on study k; the one that leaves it last
+    closes its books (study plots, best model), so the sweep process never needs TensorFlow.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for us
-    cli.import_tensorflow_quietly()
     from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
 
     raise_on_sigterm()
     code = 0
     n = len(settings.objectives)
     try:
+        cli.import_tensorflow_quietly()
+        prepared.wait()
         with _recorder(settings) as recorder:
             for k, objective in enumerate(settings.objectives):
                 run_study(settings, objective, n, recorder, index, finalize_at_end=False)
@@ -116,33 +118,39 @@ def _worker_main(settings: SweepSettings, index: int, working: Any) -> None:
 def _run_workers(settings: SweepSettings) -> int:
     from pipeline.worker import prepare_study
 
-    # Create the tracking store, experiment, studies and parent runs here, once, so the
-    # workers only join them (concurrent first use of a SQLite store races its migrations).
-    for objective in settings.objectives:
-        prepare_study(settings, objective, len(settings.objectives))
     context = multiprocessing.get_context("spawn")
     working = context.Array("i", [settings.study.n_workers] * len(settings.objectives))
+    prepared = context.Event()
     workers = [
-        context.Process(target=_worker_main, args=(settings, i, working), name=f"worker-{i}")
+        context.Process(
+            target=_worker_main, args=(settings, i, working, prepared), name=f"worker-{i}"
+        )
         for i in range(settings.study.n_workers)
     ]
     for w in workers:
         w.start()
     try:
+        # Create the tracking store, experiment, studies and parent runs here, once, while the
+        # workers import TensorFlow (concurrent first use of a SQLite store races its
+        # migrations); then let them join.
+        for objective in settings.objectives:
+            prepare_study(settings, objective, len(settings.objectives))
+        prepared.set()
         for w in workers:
             w.join()
-    except KeyboardInterrupt:
+    except BaseException as error:
         for w in workers:
             if w.is_alive():
                 os.kill(w.pid, signal.SIGTERM)
         for w in workers:
             w.join()
-        _close_parents(settings, "KILLED")
+        if isinstance(error, KeyboardInterrupt) and prepared.is_set():
+            _close_parents(settings, "KILLED")
         raise
     finally:
         codes = [w.exitcode for w in workers]
-        # Free the counters' semaphore now: the sweep exits without interpreter teardown.
-        del workers, working
+        # Free the counters' semaphores now: the sweep exits without interpreter teardown.
+        del workers, working, prepared
     return 1 if any(c == 1 for c in codes) else 0
 
 
