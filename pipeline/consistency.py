@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 
 import optuna
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
@@ -132,4 +134,35 @@ def repair(study: optuna.Study, client: MlflowClient, settled: set[int] | None =
             client.set_tag(run_id, REASON, reason)
             tracking.end_run(client, run_id, "KILLED")
             done.append(f"run {run_id} of trial {t.number}: closed as KILLED ({reason})")
+    done += _close_unrecorded(study, client, settled)
+    return done
+
+
+def _close_unrecorded(study: optuna.Study, client: MlflowClient, settled: set[int]) -> list[str]:
+    """Runs of finished trials whose local worker died before their recording was done: the
+    trial stands in Optuna; the run is closed KILLED with the trial's state and value."""
+    done = []
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    for t in finished:
+        run_id = t.user_attrs.get(RUN_ID_ATTR)
+        if not run_id or t.number in settled or not _dead_local_worker(t):
+            continue
+        try:
+            status = client.get_run(run_id).info.status
+        except Exception:
+            continue
+        settled.add(t.number)
+        if status != "RUNNING":
+            continue
+        reason = "worker died before the run's recording was done"
+        tags = {STATE: t.state.name, REASON: reason}
+        metrics = {"objective_value": t.value} if t.value is not None else {}
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+            synchronous=True,
+        )
+        tracking.end_run(client, run_id, "KILLED")
+        done.append(f"run {run_id} of trial {t.number}: closed as KILLED ({reason})")
     return done

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -34,14 +35,24 @@ def test_a_local_worker_killed_mid_trial_leaves_the_study_closed(tmp_path):
     survivor finishes the trials and the sweep process closes the books itself."""
     import os
 
-    overrides = ["study.n_trials=6", "study.n_workers=2", "train.epochs=3000"]
+    overrides = ["study.n_trials=6", "study.n_workers=2", "train.epochs=20000"]
     sweep = pg.start_sweep(tmp_path, *pg.SMALL, *overrides, "study.pruner.name=none")
 
     def worker_mid_trial():
         if sweep.poll() is not None:
             raise AssertionError(f"the sweep ended early: {sweep.communicate()[1][-3000:]}")
         trial = pg.running_trial(JOURNAL, "log-value", cwd=tmp_path)
-        return trial if trial is not None and trial.intermediate_values else None
+        if trial is None or not trial.intermediate_values:
+            return None
+        worker = trial.user_attrs["worker"]
+        study = pg.load_study(JOURNAL, "log-value", tmp_path)
+        client = pg.tracking_client(TRACKING, tmp_path)  # opened only once the store exists
+        recorded = all(  # its earlier trials' runs are closed (see the repair test below)
+            client.get_run(t.user_attrs["mlflow_run_id"]).info.status != "RUNNING"
+            for t in study.trials
+            if t.state.is_finished() and t.user_attrs.get("worker") == worker
+        )
+        return trial if recorded else None
 
     try:
         trial = pg.wait_until(worker_mid_trial, 300, "a worker's trial mid-training", 0.3)
@@ -58,6 +69,31 @@ def test_a_local_worker_killed_mid_trial_leaves_the_study_closed(tmp_path):
     )
     assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
     assert "best_trial_number" in parent.data.tags
+
+
+def test_repair_closes_the_run_a_dead_worker_never_finished_recording(tmp_path):
+    import sys
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from pipeline import consistency
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a local worker that no longer exists
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("pipeline")
+    run_id = client.create_run(experiment).info.run_id  # RUNNING, as the recording left it
+    attrs = {"mlflow_run_id": run_id, "worker": f"{socket.gethostname()}:{gone.pid}"}
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=0.25, user_attrs=attrs))
+    lines = consistency.repair(study, client)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["optuna.state"] == "COMPLETE"  # the trial stands in Optuna
+    assert run.data.metrics["objective_value"] == 0.25
+    assert any(run_id in line for line in lines)
+    assert consistency.repair(study, client) == []  # once closed, nothing more to do
 
 
 @pytest.fixture(scope="module")
