@@ -120,15 +120,8 @@ def repair(study: optuna.Study, client: MlflowClient, settled: set[int] | None =
             f"trial {t.number}: worker {t.user_attrs[WORKER_ATTR]} is gone; failed, retried"
         )
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        run_id = t.user_attrs.get(RUN_ID_ATTR)
-        if not run_id or t.number in settled:
-            continue
-        try:
-            status = client.get_run(run_id).info.status
-        except Exception:
-            continue
-        settled.add(t.number)
-        if status == "RUNNING":
+        run_id = _still_running(t, client, settled)
+        if run_id:
             reason = "worker died (heartbeat lost or process gone)"
             client.set_tag(run_id, STATE, "FAIL")
             client.set_tag(run_id, REASON, reason)
@@ -138,21 +131,32 @@ def repair(study: optuna.Study, client: MlflowClient, settled: set[int] | None =
     return done
 
 
+def _still_running(
+    t: optuna.trial.FrozenTrial, client: MlflowClient, settled: set[int]
+) -> str | None:
+    """The run id of a finished trial whose run is still RUNNING; the trial is then settled
+    (its run's status known), so later passes do not ask MLflow about it again."""
+    run_id = t.user_attrs.get(RUN_ID_ATTR)
+    if not run_id or t.number in settled:
+        return None
+    try:
+        status = client.get_run(run_id).info.status
+    except Exception:
+        return None
+    settled.add(t.number)
+    return run_id if status == "RUNNING" else None
+
+
 def _close_unrecorded(study: optuna.Study, client: MlflowClient, settled: set[int]) -> list[str]:
     """Runs of finished trials whose local worker died before their recording was done: the
     trial stands in Optuna; the run is closed KILLED with the trial's state and value."""
     done = []
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     for t in finished:
-        run_id = t.user_attrs.get(RUN_ID_ATTR)
-        if not run_id or t.number in settled or not _dead_local_worker(t):
-            continue
-        try:
-            status = client.get_run(run_id).info.status
-        except Exception:
-            continue
-        settled.add(t.number)
-        if status != "RUNNING":
+        run_id = (
+            t.number not in settled and _dead_local_worker(t) and _still_running(t, client, settled)
+        )
+        if not run_id:
             continue
         reason = "worker died before the run's recording was done"
         tags = {STATE: t.state.name, REASON: reason}
