@@ -112,11 +112,12 @@ def test_existing_study_of_other_objective_is_refused_untouched(tmp_path):
 
 # --- 5: interrupts ------------------------------------------------------------------------------
 
+# Trials long enough (the baseline trains ~1 s) that polling reliably sees one mid-training.
 INTERRUPTED = [
     "objective=value",
     "study.n_trials=2",
-    "train.epochs=4000",
-    "study.report_every=100",
+    "train.epochs=100000",
+    "study.report_every=1000",
     "study.pruner.name=none",
 ]
 
