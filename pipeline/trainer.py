@@ -165,7 +165,8 @@ def train(
         args = (w, slots, mask_tensors, tf.constant(done), capacity, tf.constant(n), *fixed)
         # Looked up once per training: the tf.function's per-call dispatch costs ~0.3 ms more
         # than the concrete function's, and a trial makes epochs / report_every calls.
-        call = call or fn.get_concrete_function(*args)
+        if call is None:
+            call = fn.get_concrete_function(*args)
         w, slots, chunk_losses, finite, f, df, val_value, val_deriv = call(*args)
         chunk_losses = chunk_losses.numpy()[:n]
         if not bool(finite):  # the loop stopped at the first non-finite loss; the rest is unset
