@@ -125,8 +125,8 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     start = time.perf_counter()
     for spec, weights in jobs:  # compile every graph first: the bound is training alone
         train(spec, weights, data, pad_width=pad)
-    barrier.wait()
     compiling.value = time.perf_counter() - start
+    barrier.wait()
     start = time.perf_counter()
     for spec, weights in jobs:
         train(spec, weights, data, pad_width=pad)
@@ -136,8 +136,10 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
 def training_bound(workers: int, trials: int, epochs: int) -> tuple[float, float]:
     """Seconds for `workers` plain processes to train the fixed trials, split between them,
     and the seconds their first pass took (compilation plus one training of each)."""
+    from pipeline.search import BASELINE, as_params
+
     context = multiprocessing.get_context("spawn")
-    params = fixed_trials(trials)
+    params = [as_params(BASELINE), *fixed_trials(trials - 1)]  # what the sweep's study trains
     barrier = context.Barrier(workers)
     seconds = [context.Value("d", 0.0) for _ in range(workers)]
     compiling = [context.Value("d", 0.0) for _ in range(workers)]
