@@ -15,6 +15,10 @@ Three ratios per study size, all over COMPLETE + PRUNED trials per minute:
 - trials only: from the first trial's start to the last trial's end (Optuna's timestamps),
   which leaves out the start-up and the end but still includes compilation.
 
+Each sweep also reports the cores it kept busy (CPU seconds of all its processes over its wall
+time). One worker trains on one core and records on the other, so N workers can do at most
+min(N, cores / that) times its work: the ceiling printed, before any cost a second worker adds.
+
     python benchmarks/workers.py [--trials 64 200] [--epochs 10000] [--workers 1 2]
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -159,8 +164,15 @@ def training_bound(workers: int, trials: int, epochs: int) -> tuple[float, float
     return max(t.value for t in seconds), max(t.value for t in compiling)
 
 
-def run(workers: int, trials: int, epochs: int) -> tuple[int, float, float]:
-    """(finished trials, whole-command seconds, trials-only seconds) of one timed sweep."""
+def children_cpu() -> float:
+    """CPU seconds of every finished, reaped descendant so far (workers and recorders too)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(workers: int, trials: int, epochs: int) -> tuple[int, float, float, float]:
+    """(finished trials, whole-command seconds, trials-only seconds, cores busy on average)
+    of one timed sweep."""
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         directory = Path(tmp)
         prepare(directory, trials, workers, epochs)
@@ -170,7 +182,7 @@ def run(workers: int, trials: int, epochs: int) -> tuple[int, float, float]:
             "pipeline.sweep",
             *overrides(directory, trials, workers, epochs),
         ]
-        start = time.perf_counter()
+        cpu, start = children_cpu(), time.perf_counter()
         result = subprocess.run(
             command,
             cwd=tmp,
@@ -179,10 +191,11 @@ def run(workers: int, trials: int, epochs: int) -> tuple[int, float, float]:
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         )
         seconds = time.perf_counter() - start
+        cores = (children_cpu() - cpu) / seconds
         if result.returncode != 0:
             sys.exit(f"sweep with {workers} worker(s) failed:\n{result.stderr}")
         done, in_trials = finished(directory)
-    return done, seconds, in_trials
+    return done, seconds, in_trials, cores
 
 
 def main() -> None:
@@ -199,13 +212,15 @@ def main() -> None:
                 f" = {trials / seconds * 60:6.1f} trials/min (first pass, compiling: {first:.1f} s)"
             )
         rates: dict[int, tuple[float, float]] = {}
+        busy: dict[int, float] = {}
         for workers in args.workers:
-            done, seconds, in_trials = run(workers, trials, args.epochs)
+            done, seconds, in_trials, busy[workers] = run(workers, trials, args.epochs)
             rates[workers] = (done / seconds * 60, done / in_trials * 60)
             print(
                 f"{trials}-trial study, {workers} worker(s): {done} trials; whole command "
                 f"{seconds:6.1f} s = {rates[workers][0]:6.1f} trials/min; trials only "
-                f"{in_trials:6.1f} s = {rates[workers][1]:6.1f} trials/min"
+                f"{in_trials:6.1f} s = {rates[workers][1]:6.1f} trials/min; "
+                f"{busy[workers]:.2f} of {os.cpu_count()} cores busy"
             )
         for workers, (whole, only) in rates.items():
             if workers == 1 or 1 not in rates:
@@ -215,7 +230,9 @@ def main() -> None:
             print(
                 f"{trials}-trial study, {workers} vs 1: machine's bound "
                 f"{bound[1][0] / bound[workers][0]:.2f}x; sweep {ratio:.2f}x whole command "
-                f"({verdict} the {TARGET_RATIO}x target), {ratio_only:.2f}x trials only"
+                f"({verdict} the {TARGET_RATIO}x target), {ratio_only:.2f}x trials only; "
+                f"ceiling from the cores 1 worker keeps busy: "
+                f"{min(workers, os.cpu_count() / busy[1]):.2f}x"
             )
 
 
