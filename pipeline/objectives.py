@@ -1,64 +1,88 @@
-"""The two losses and the validation errors every run reports, on plain weight tensors.
+"""The objectives a run can minimise, as one registry: what each trains on and what it minimises.
 
-value: MSE(f(x), log x). derivative: MSE(f'(x), 1/x) + anchor_weight * (f(x0) - log x0)^2,
-with f' taken by an inner GradientTape that watches x (the ODE y' = 1/x, y(x0) = log x0).
+Every objective's loss has one form, a weighted sum of three terms on plain numbers:
+    value * MSE(f, y) + slope * MSE(f', y') + anchor * (f(x0) - y0)^2
+so the trainer takes the weights as data (one compiled graph serves every objective that needs
+f', another the value fits) and nothing past this module tests an objective's name.
+TensorFlow-free: the recording process and the config readers use it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import tensorflow as tf
-
-from pipeline.model import forward
-
-Masks = Sequence[tf.Tensor] | None
+from dataclasses import dataclass
+from typing import Literal
 
 
-def value_and_slope(
-    weights: Sequence[tf.Tensor], x: tf.Tensor, activation: str, masks: Masks = None
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """f(x) and df/dx at every row of x, the derivative from an inner tape watching x."""
-    with tf.GradientTape() as inner:
-        inner.watch(x)
-        f = forward(weights, x, activation, masks)
-    # Each output row depends on its own input row only, so the gradient of the sum is f'(x_i).
-    return f, inner.gradient(f, x)
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms MSE(f, y), MSE(f', y') and (f(x0) - y0)^2."""
+
+    value: float
+    slope: float
+    anchor: float
+
+    @property
+    def needs_slope(self) -> bool:
+        """Whether the loss uses f' (an inner tape watching x: a costlier graph)."""
+        return self.slope != 0.0
 
 
-def value_loss(
-    weights: Sequence[tf.Tensor], x: tf.Tensor, y: tf.Tensor, activation: str, masks: Masks = None
-) -> tf.Tensor:
-    """MSE between f(x) and the targets y = log x."""
-    return tf.reduce_mean(tf.square(forward(weights, x, activation, masks) - y))
+@dataclass(frozen=True)
+class Objective:
+    """One objective: its name, the points it trains on, its loss and what a study minimises."""
+
+    name: str
+    summary: str
+    points: Literal["data", "colloc"]  # the problem's data points, or collocation points
+    fits_value: bool
+    fits_slope: bool
+    anchored: bool  # the anchor term (weight `anchor_weight`) pins f's free constant
+
+    def _slope_weight(self, deriv_weight: float) -> float:
+        # Beside a value term the slope term is weighted by `deriv_weight`; alone it is the loss.
+        if not self.fits_slope:
+            return 0.0
+        return deriv_weight if self.fits_value else 1.0
+
+    def weights(self, anchor_weight: float, deriv_weight: float) -> LossWeights:
+        """The loss weights under the run's `objective.anchor_weight` / `deriv_weight`."""
+        return LossWeights(
+            value=1.0 if self.fits_value else 0.0,
+            slope=self._slope_weight(deriv_weight),
+            anchor=anchor_weight if self.anchored else 0.0,
+        )
+
+    def minimised(self, val_value_mse: float, val_deriv_mse: float, deriv_weight: float) -> float:
+        """The validation error a study of this objective minimises (`objective_value`): the
+        loss's own combination of f and f' errors, on the validation grid, without the anchor."""
+        value = val_value_mse if self.fits_value else 0.0
+        return value + self._slope_weight(deriv_weight) * val_deriv_mse
 
 
-def derivative_loss(
-    weights: Sequence[tf.Tensor],
-    x_and_anchor: tf.Tensor,
-    dy: tf.Tensor,
-    activation: str,
-    anchor_weight: tf.Tensor,
-    anchor_y: tf.Tensor,
-    masks: Masks = None,
-) -> tf.Tensor:
-    """MSE(f'(x), 1/x) plus the anchor term; the anchor point x0 is the last row of `x_and_anchor`.
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective("value", "MSE(f, y) on the data points", "data", True, False, False),
+        Objective(
+            "derivative",
+            "MSE(f', y') on collocation points + anchor_weight * (f(x0) - y0)^2",
+            "colloc",
+            fits_value=False,
+            fits_slope=True,
+            anchored=True,
+        ),
+        Objective(
+            "sobolev",
+            "MSE(f, y) + deriv_weight * MSE(f', y') on collocation points",
+            "colloc",
+            fits_value=True,
+            fits_slope=True,
+            anchored=False,
+        ),
+    )
+}
 
-    One forward pass serves both terms: f' is used at the training rows, f at the anchor row.
-    """
-    f, df = value_and_slope(weights, x_and_anchor, activation, masks)
-    slope_error = tf.reduce_mean(tf.square(df[:-1] - dy))
-    return slope_error + anchor_weight * tf.square(f[-1, 0] - anchor_y)
 
-
-def validation_errors(
-    weights: Sequence[tf.Tensor],
-    x: tf.Tensor,
-    y: tf.Tensor,
-    dy: tf.Tensor,
-    activation: str,
-    masks: Masks = None,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(f, f', MSE(f, log x), MSE(f', 1/x)) on the validation grid: both errors for every run."""
-    f, df = value_and_slope(weights, x, activation, masks)
-    return f, df, tf.reduce_mean(tf.square(f - y)), tf.reduce_mean(tf.square(df - dy))
+def get(name: str) -> Objective:
+    """The registered objective `name` (KeyError for an unknown one; configs check first)."""
+    return OBJECTIVES[name]

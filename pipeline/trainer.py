@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.data import Dataset
+from pipeline.losses import derivative_loss, validation_errors, value_loss
 from pipeline.model import pad_weights, unpad_weights
-from pipeline.objectives import derivative_loss, validation_errors, value_loss
 from pipeline.optimizers import apply_gradients, init_slots
 from pipeline.results import Report, TrainResult
 

@@ -16,6 +16,7 @@ from helpers import tensors as _tensors
 
 from pipeline.config import ACTIVATIONS
 from pipeline.data import Dataset
+from pipeline.losses import derivative_loss, value_and_slope
 from pipeline.model import (
     build_model,
     forward,
@@ -24,7 +25,6 @@ from pipeline.model import (
     seeded_weights,
     unpad_weights,
 )
-from pipeline.objectives import derivative_loss, value_and_slope
 from pipeline.optimizers import apply_gradients, init_slots
 
 # --- the math -------------------------------------------------------------------------------

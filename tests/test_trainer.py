@@ -13,8 +13,8 @@ import pytest
 from helpers import tensors as _tensors
 
 from pipeline.data import Dataset
+from pipeline.losses import validation_errors
 from pipeline.model import build_model, initial_weights
-from pipeline.objectives import validation_errors
 from pipeline.trainer import Report, TrainResult, TrainSpec, compiled_chunk, graph_key, train
 
 # XLA compiles the trainer's chunk once per (activation, optimizer, objective, padded, weight
