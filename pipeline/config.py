@@ -182,10 +182,3 @@ def redact(url: str) -> str:
     credentials, at, host = rest.rpartition("@")
     user, colon, _ = credentials.partition(":")
     return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
-
-
-def sqlalchemy_url(url: str) -> str:
-    """`postgresql://` with the installed driver named: SQLAlchemy 2.1 would pick psycopg 3."""
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return url

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import cli
-from pipeline.config import ConfigError, redact, sqlalchemy_url
+from pipeline.config import ConfigError, redact
 from pipeline.settings import SweepSettings
 from pipeline.study import study_name
 
@@ -32,7 +32,7 @@ def _reachable_database(url: str, key: str) -> None:
 
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
     try:
-        engine = create_engine(sqlalchemy_url(url), connect_args=connect_args)
+        engine = create_engine(url, connect_args=connect_args)
         with engine.connect() as connection:
             connection.execute(text("select 1"))
         engine.dispose()
@@ -80,7 +80,7 @@ def _recorder(settings: SweepSettings) -> BackgroundRecorder:
     """The process that records this process's finished trials, for all its studies in turn."""
     from pipeline.record import BackgroundRecorder
 
-    return BackgroundRecorder(sqlalchemy_url(settings.tracking.uri))
+    return BackgroundRecorder(settings.tracking.uri)
 
 
 def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: Any) -> None:

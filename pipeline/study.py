@@ -20,7 +20,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from pipeline.config import ConfigError, read_int, redact, sqlalchemy_url
+from pipeline.config import ConfigError, read_int, redact
 
 # What a trial carries: its run id and worker (Optuna user attrs), its state as a run tag, and
 # why it failed or was pruned (both).
@@ -186,7 +186,7 @@ def make_storage(cfg: StudyConfig) -> optuna.storages.BaseStorage:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    sqlalchemy_url(cfg.storage),
+                    cfg.storage,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=cfg.heartbeat_interval,
                     grace_period=cfg.grace_period,

@@ -19,7 +19,7 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import TrackingConfig, sqlalchemy_url
+from pipeline.config import TrackingConfig
 
 ROLE, OBJECTIVE = "pipeline.role", "pipeline.objective"
 PARENT = "mlflow.parentRunId"
@@ -49,7 +49,7 @@ def connect(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
         artifact_location = (db.parent.resolve() / "artifacts").as_uri()
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    client = MlflowClient(tracking_uri=sqlalchemy_url(cfg.uri))
+    client = MlflowClient(tracking_uri=cfg.uri)
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is not None:
         return client, experiment.experiment_id

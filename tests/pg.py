@@ -33,13 +33,16 @@ def skip_or_fail(reason: str) -> None:
 
 
 def _connect(database: str = "postgres"):
-    import psycopg2
+    import psycopg
 
-    connection = psycopg2.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=database, connect_timeout=3
+    return psycopg.connect(
+        host=PG_HOST,
+        port=PG_PORT,
+        user=PG_USER,
+        dbname=database,
+        connect_timeout=3,
+        autocommit=True,
     )
-    connection.autocommit = True
-    return connection
 
 
 def require_postgres() -> None:
@@ -110,7 +113,7 @@ class MlflowServer:
                 str(MLFLOW),
                 "server",
                 "--backend-store-uri",
-                url(database_name).replace("postgresql://", "postgresql+psycopg2://"),
+                url(database_name),  # plain, as the README writes it: SQLAlchemy picks psycopg 3
                 "--artifacts-destination",
                 str(artifacts),
                 "--host",
