@@ -28,6 +28,9 @@ PARENT = "mlflow.parentRunId"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # A progress bar per small artifact download (the best weights) is noise in the sweep's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# With a tracking server, MLflow prints "View run … / View experiment …" for every run it ends:
+# two lines per trial in the sweep's progress. The summary prints the one link that matters.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 for _name in ("alembic", "mlflow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
