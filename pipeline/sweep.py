@@ -15,6 +15,7 @@ from pipeline.config import (
     OBJECTIVES,
     ConfigError,
     ObjectiveConfig,
+    TrainConfig,
     read_data,
     read_objective,
     read_tracking,
@@ -23,6 +24,27 @@ from pipeline.config import (
 from pipeline.search import read_search
 from pipeline.settings import SweepSettings
 from pipeline.study import read_study
+
+# Keys of `train` that a sweep samples per trial instead, with the search key to set and an example.
+SAMPLED = {
+    "optimizer": "search.optimizer=[adam]",
+    "learning_rate": "search.learning_rate.low=1e-3 search.learning_rate.high=0.1",
+}
+
+
+def read_sweep_train(section: dict) -> TrainConfig:
+    """`train` of a sweep: epochs, seed, log_every. An optimizer or learning rate given there is
+    refused (conf/train/sweep.yaml leaves both null), since every trial samples its own."""
+    for key, example in SAMPLED.items():
+        if section.get(key) is not None:
+            raise ConfigError(
+                f"train.{key}",
+                section[key],
+                f"a sweep samples it per trial: set search.{key} instead, e.g. {example}",
+            )
+    # TrainConfig's optimizer and learning rate stay at their defaults: no trial reads them.
+    fill = {k: getattr(TrainConfig, k) for k in SAMPLED}
+    return read_train({**section, **fill})
 
 
 def read_settings(cfg: DictConfig) -> SweepSettings:
@@ -36,7 +58,7 @@ def read_settings(cfg: DictConfig) -> SweepSettings:
     return SweepSettings(
         objectives=objectives,
         data=read_data(raw["data"]),
-        train=read_train(raw["train"]),
+        train=read_sweep_train(raw["train"]),
         search=read_search(raw["search"]),
         study=read_study(raw["study"]),
         tracking=read_tracking(raw["tracking"]),

@@ -18,8 +18,8 @@ from pipeline.config import (
     read_data,
     read_objective,
     read_tracking,
-    read_train,
 )
+from pipeline.sweep import read_sweep_train
 from pipeline.train import read_settings
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -56,8 +56,14 @@ def test_group_option_composes(
     compose_cfg: ComposeFn, config_name: str, group: str, option: str
 ) -> None:
     cfg = compose_cfg(config_name, [f"{group}={option}"])
-    expected = OmegaConf.load(Path(CONF_DIR, group, f"{option}.yaml"))
-    assert OmegaConf.to_container(cfg[group]) == OmegaConf.to_container(expected)
+    assert OmegaConf.to_container(cfg[group]) == OmegaConf.to_container(_option(group, option))
+
+
+def _option(group: str, option: str) -> DictConfig:
+    """A group option's YAML, on top of the options of its group it lists as defaults."""
+    own = OmegaConf.load(Path(CONF_DIR, group, f"{option}.yaml"))
+    bases = [_option(group, b) for b in own.pop("defaults", []) if b != "_self_"]
+    return OmegaConf.merge(*bases, own)
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
@@ -98,7 +104,9 @@ def test_sweep_config_composes_per_objective(compose_cfg: ComposeFn, objective: 
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert read_objective(raw["objective"], (*OBJECTIVES, "both")).name == objective
     assert read_data(raw["data"]) == DataConfig()
-    assert read_train(raw["train"]).optimizer == "sgd"
+    # A sweep samples optimizer and learning rate per trial: its `train` leaves both unset.
+    assert (raw["train"]["optimizer"], raw["train"]["learning_rate"]) == (None, None)
+    assert read_sweep_train(raw["train"]).epochs == 10_000
     read_tracking(raw["tracking"])
     assert {"search", "study"} <= set(raw)
 
