@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import functools
 import itertools
+import math
 import multiprocessing
 import os
 import signal
@@ -47,6 +48,8 @@ def run_params(
         "activation": activation,
         "optimizer": optimizer,
         "learning_rate": learning_rate,
+        # MLflow's charts have linear axes; learning rates span decades (sampled on a log scale).
+        "log10_learning_rate": round(math.log10(learning_rate), 6),
         "epochs": epochs,
         "seed": seed,
         "objective": objective,
@@ -64,16 +67,26 @@ def objective_value(objective: str, result: TrainResult) -> float:
     return result.val_value_mse if objective == "value" else result.val_deriv_mse
 
 
+# Errors whose base-10 log is logged too: they span decades, and MLflow's charts are linear.
+LOG10_METRICS = ("val_value_mse", "val_deriv_mse", "objective_value")
+
+
 def final_metrics(objective: str, result: TrainResult) -> dict[str, float]:
-    """Final validation errors of both objectives, the minimised one, and run facts."""
-    return {
+    """Final validation errors of both objectives, the minimised one, their log10, run facts."""
+    errors = {
         "val_value_mse": result.val_value_mse,
         "val_deriv_mse": result.val_deriv_mse,
         "objective_value": objective_value(objective, result),
+    }
+    # A diverged run's error is inf or nan (and an exact fit's 0): it gets no log10 metric
+    # rather than a crash or a made-up number; its plain metric still says what happened.
+    logs = {f"log10_{k}": math.log10(v) for k, v in errors.items() if math.isfinite(v) and v > 0}
+    facts = {
         "final_loss": result.final_loss,
         "epochs_run": result.epochs_run,
         "train_seconds": result.seconds,
     }
+    return errors | logs | facts
 
 
 def record_training(

@@ -20,6 +20,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from pipeline import objectives
 from pipeline.config import ConfigError, read_int, redact
 
 # What a trial carries: its run id and worker (Optuna user attrs), its state as a run tag, and
@@ -218,6 +219,7 @@ def open_study(
             storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner
         )
         study.set_user_attr(OBJECTIVE_ATTR, objective)
+        _name_metric(study, objective)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         pass
@@ -228,7 +230,27 @@ def open_study(
         raise ConfigError(
             "study.name", name, f"an existing study of that name was made for {what}; pick another"
         )
+    _name_metric(study, objective)  # studies made before metric names were set get one too
     return study, False
+
+
+def metric_name(objective: str) -> str:
+    """What a study of `objective` minimises, as its runs name it: val_value_mse for a value
+    fit, val_deriv_mse for a derivative fit, objective_value for a combination of both."""
+    spec = objectives.get(objective)
+    if spec.fits_value != spec.fits_slope:
+        return "val_value_mse" if spec.fits_value else "val_deriv_mse"
+    return "objective_value"
+
+
+def _name_metric(study: optuna.Study, objective: str) -> None:
+    """Name the study's objective so Optuna's plots and optuna-dashboard show it, not
+    "Objective 0"."""
+    names = [metric_name(objective)]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def finished_count(study: optuna.Study) -> int:
