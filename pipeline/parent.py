@@ -20,6 +20,7 @@ from pipeline.plots import save_study_plots
 from pipeline.study import finished_count
 
 PARENT_ATTR = "mlflow_parent_run_id"
+BEST_ALIAS = "best"  # models:/<study name>@best is the study's best model
 BASELINE_ATTR = "baseline"
 WAIT_FOR_CREATOR_S = 60.0
 
@@ -142,6 +143,8 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
                 print(
                     f"warning: best model not logged for run {best_run}: {error}", file=sys.stderr
                 )
+        if best_run:
+            _register_or_warn(client, study.study_name, best_run)
     if "baseline_value" in summary:
         metrics["baseline_value"] = float(summary["baseline_value"])
     from mlflow.entities import Metric, RunTag
@@ -158,3 +161,43 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
             tracking.log_directory(client, parent_run_id, Path(scratch), "plots")
     tracking.end_run(client, parent_run_id)
     return summary
+
+
+def register_best(client: MlflowClient, name: str, run_id: str) -> str:
+    """Register the model logged in `run_id` as `name` and point its alias `best` there.
+
+    Returns the version. Idempotent: a version of `run_id` is reused, so finalising again
+    changes nothing; a resumed study whose best trial changed gets a new version and the
+    alias moves to it (earlier versions stay, for the record).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if versions:
+        version = min(versions, key=lambda v: int(v.version)).version
+    else:
+        run = client.get_run(run_id)
+        models = client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        if not models:
+            raise LookupError(f"run {run_id} holds no logged model")
+        try:
+            client.create_registered_model(name, description=f"The best model of study {name}")
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        model_id = models[0].model_id
+        version = client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+        ).version
+    client.set_registered_model_alias(name, BEST_ALIAS, str(version))
+    return str(version)
+
+
+def _register_or_warn(client: MlflowClient, name: str, run_id: str) -> None:
+    try:
+        register_best(client, name, run_id)
+    except Exception as error:  # the study's books still close; say what is missing
+        print(f"warning: best model of {name} not registered: {error}", file=sys.stderr)
