@@ -1,5 +1,8 @@
 """`python -m pipeline.ui`: the MLflow UI on the project's store, opened on the training runs.
 
+`python -m pipeline.ui --optuna` serves optuna-dashboard on the sweep's study storage instead
+(`pipeline.dashboard`).
+
 Starts `mlflow server` over the tracking store (default: the sweep's `sqlite:///mlruns/mlflow.db`),
 waits until it answers `/health`, then prints the URL of the experiment's runs table and keeps
 serving until Ctrl-C.
@@ -28,6 +31,8 @@ import urllib.parse
 import urllib.request
 import webbrowser
 from pathlib import Path
+
+from pipeline import dashboard
 
 DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "pipeline"
@@ -127,16 +132,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--backend-store-uri", default=DEFAULT_STORE, help="%(default)s")
     parser.add_argument("--host", default="127.0.0.1", help="%(default)s")
-    parser.add_argument("--port", type=int, default=5000, help="%(default)s")
+    parser.add_argument("--port", type=int, help="5000 (MLflow) or 8080 (optuna-dashboard)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="name; %(default)s")
     parser.add_argument("--experiment-id", help="open this experiment id (overrides the name)")
     parser.add_argument("--workers", type=int, default=1, help="server workers; %(default)s")
     parser.add_argument("--open", action="store_true", help="also open the URL in a browser")
+    parser.add_argument(
+        "--optuna",
+        action="store_true",
+        help="serve optuna-dashboard on the study storage instead (the `dashboard` extra)",
+    )
+    parser.add_argument(
+        "--storage",
+        default=dashboard.DEFAULT_STORAGE,
+        help="with --optuna: a journal file or an RDB URL; %(default)s",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.optuna:
+        return dashboard.serve(
+            args.storage, args.host, args.port or dashboard.DEFAULT_PORT, args.open
+        )
+    args.port = args.port or 5000
     db = Path(args.backend_store_uri.removeprefix("sqlite:///"))
     if args.backend_store_uri.startswith("sqlite:///") and not db.exists():
         print(
