@@ -103,7 +103,9 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.2):
 class MlflowServer:
     """`mlflow server` on a free port over a PostgreSQL database; `uri` is its http address."""
 
-    def __init__(self, database_name: str, artifacts: Path) -> None:
+    def __init__(
+        self, database_name: str, artifacts: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = artifacts.parent / f"mlflow-server-{self.port}.log"
@@ -126,6 +128,7 @@ class MlflowServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
         self.started_in = 0.0
 
@@ -155,10 +158,13 @@ class MlflowServer:
 
 
 @contextmanager
-def mlflow_server(tmp: Path) -> Iterator[tuple[str, MlflowServer]]:
-    """A database for MLflow plus a server over it: yields (database name, server)."""
+def mlflow_server(
+    tmp: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, MlflowServer]]:
+    """A database for MLflow plus a server over it (in `env`, default this process's):
+    yields (database name, server)."""
     with database() as name:
-        server = MlflowServer(name, tmp / "artifacts")
+        server = MlflowServer(name, tmp / "artifacts", env)
         try:
             server.wait_healthy()
             yield name, server
