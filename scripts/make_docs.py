@@ -30,8 +30,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = REPO_ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
 RUN_NAME_CELL = '[role=gridcell][col-id="attributes.`Run Name`"]'
-CHART_PARAMS = ("n_layers", "n_params", "activation", "optimizer", "learning_rate")
-CHART_METRIC = "objective_value"
+# Base-10 logs on the chart: learning rates and errors span decades and MLflow's axes are linear
+# (with plain values every good trial sits on the zero line and one bad trial sets the colours).
+CHART_PARAMS = ("n_layers", "n_params", "activation", "optimizer", "log10_learning_rate")
+CHART_METRIC = "log10_objective_value"
 MAX_PNG_BYTES = 300_000
 
 
