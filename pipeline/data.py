@@ -1,4 +1,7 @@
-"""Training points, the held-out validation grid and the targets of both objectives."""
+"""Training points, collocation points, the held-out validation grid and their targets.
+
+(Interim, log x only: the problem registry replaces the targets; the fields are the contract.)
+"""
 
 from __future__ import annotations
 
@@ -9,45 +12,45 @@ import numpy as np
 from pipeline.config import DataConfig
 
 
+def _col(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.float32).reshape(-1, 1)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Column vectors (n, 1) of float32: what the trainer feeds the network."""
 
     x_train: np.ndarray
+    y_train: np.ndarray
+    dy_train: np.ndarray
+    x_colloc: np.ndarray
+    y_colloc: np.ndarray
+    dy_colloc: np.ndarray
     x_val: np.ndarray
+    y_val: np.ndarray
+    dy_val: np.ndarray
+    anchor_x: float
+    anchor_y: float
 
-    @property
-    def y_train(self) -> np.ndarray:
-        """log x at the training points: the value objective's target."""
-        return np.log(self.x_train)
-
-    @property
-    def dy_train(self) -> np.ndarray:
-        """1/x at the training points: the derivative objective's target."""
-        return 1.0 / self.x_train
-
-    @property
-    def y_val(self) -> np.ndarray:
-        return np.log(self.x_val)
-
-    @property
-    def dy_val(self) -> np.ndarray:
-        return 1.0 / self.x_val
+    def collocation(self, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, f, f') the chunk-th report chunk trains on: the fixed grid."""
+        return self.x_colloc, self.y_colloc, self.dy_colloc
 
 
-def make_dataset(cfg: DataConfig) -> Dataset:
-    """The post's uniform grid (19 points on [0.1, 1.9] by default) and a validation grid.
-
-    Validation points are the midpoints of `n_val` equal cells of [x_min, x_max], minus any that
-    coincide with a training point, so the held-out error never scores a point the net trained on.
-    """
+def make_dataset(
+    cfg: DataConfig, problem: object = None, anchor_x: float = 1.0, seed: int = 0
+) -> Dataset:
+    """The post's uniform grid (19 points on [0.1, 1.9] by default) and a validation grid."""
     x_train = np.linspace(cfg.x_min, cfg.x_max, cfg.n_train)
     cell = (cfg.x_max - cfg.x_min) / cfg.n_val
     x_val = cfg.x_min + (np.arange(cfg.n_val) + 0.5) * cell
     tolerance = 1e-6 * (cfg.x_max - cfg.x_min)
     distance = np.abs(x_val[:, None] - x_train[None, :]).min(axis=1)
     x_val = x_val[distance > tolerance]
+    x_train, x_val = _col(x_train), _col(x_val)
     return Dataset(
-        x_train=x_train.astype(np.float32).reshape(-1, 1),
-        x_val=x_val.astype(np.float32).reshape(-1, 1),
-    )
+        x_train, _col(np.log(x_train)), _col(1 / x_train),
+        x_train, _col(np.log(x_train)), _col(1 / x_train),
+        x_val, _col(np.log(x_val)), _col(1 / x_val),
+        float(anchor_x), float(np.log(anchor_x)),
+    )  # fmt: skip

@@ -1,7 +1,9 @@
-"""The losses and the validation errors every run reports, on plain weight tensors (TensorFlow).
+"""The math of a population of networks on stacked weights (TensorFlow): f, f', losses, errors.
 
-value: MSE(f(x), log x). derivative: MSE(f'(x), 1/x) + anchor_weight * (f(x0) - log x0)^2,
-with f' taken by an inner GradientTape that watches x (the ODE y' = 1/x, y(x0) = log x0).
+Every tensor carries the slot axis first (see `pipeline.layout`): slot k's network reads only
+slot k's weights and inputs, so K networks train in one graph exactly as each would alone.
+f' is taken by an inner GradientTape that watches x; because x is per slot, the gradient of the
+summed outputs is each slot's own derivative at each of its points.
 """
 
 from __future__ import annotations
@@ -10,55 +12,85 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from pipeline.model import forward
+ACTIVATION_FUNCTIONS = {
+    "sigmoid": tf.math.sigmoid,
+    "tanh": tf.math.tanh,
+    "softplus": tf.math.softplus,
+    "relu": tf.nn.relu,
+    "elu": tf.nn.elu,
+    "silu": tf.nn.silu,
+}
 
-Masks = Sequence[tf.Tensor] | None
+
+def _activate(z: tf.Tensor, activations: Sequence[str], index: tf.Tensor) -> tf.Tensor:
+    """Each slot's own activation of z (K, n, W); `index` (K,) picks from `activations`.
+
+    tf.where is exact and sends no gradient to the activations a slot does not use. (Runtime
+    branches that skip unused activations or layers were tried: they multiplied XLA's compile
+    time by 5-10 for the second-order graphs.)
+    """
+    out = ACTIVATION_FUNCTIONS[activations[-1]](z)
+    for i in range(len(activations) - 2, -1, -1):
+        mine = tf.equal(index, i)[:, None, None]
+        out = tf.where(mine, ACTIVATION_FUNCTIONS[activations[i]](z), out)
+    return out
+
+
+def forward(
+    weights: Sequence[tf.Tensor],
+    masks: Sequence[tf.Tensor],
+    active: tf.Tensor,
+    act_index: tf.Tensor,
+    x: tf.Tensor,
+    activations: Sequence[str],
+) -> tf.Tensor:
+    """f(x) (K, n, 1) of K padded networks at their own points x (K, n, 1).
+
+    Masks zero the padding (it adds nothing and gets no gradient); hidden layer l+1 of slot k
+    runs where active[k, l] and passes its input through otherwise.
+    """
+    k_in, b_in, k_hidden, b_hidden, k_out, b_out = weights
+    m_in, m_hidden, m_out = masks
+    h = _activate(x * (k_in * m_in) + b_in[:, None, :], activations, act_index)
+    for layer in range(k_hidden.shape[1]):
+        z = tf.matmul(h, k_hidden[:, layer] * m_hidden[:, layer]) + b_hidden[:, layer, None, :]
+        h = tf.where(active[:, layer, None, None] > 0, _activate(z, activations, act_index), h)
+    return tf.matmul(h, k_out * m_out) + b_out[:, None, :]
 
 
 def value_and_slope(
-    weights: Sequence[tf.Tensor], x: tf.Tensor, activation: str, masks: Masks = None
+    weights: Sequence[tf.Tensor],
+    masks: Sequence[tf.Tensor],
+    active: tf.Tensor,
+    act_index: tf.Tensor,
+    x: tf.Tensor,
+    activations: Sequence[str],
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """f(x) and df/dx at every row of x, the derivative from an inner tape watching x."""
+    """f(x) and df/dx (both (K, n, 1)), the derivative from an inner tape watching x."""
     with tf.GradientTape() as inner:
         inner.watch(x)
-        f = forward(weights, x, activation, masks)
-    # Each output row depends on its own input row only, so the gradient of the sum is f'(x_i).
+        f = forward(weights, masks, active, act_index, x, activations)
     return f, inner.gradient(f, x)
 
 
-def value_loss(
-    weights: Sequence[tf.Tensor], x: tf.Tensor, y: tf.Tensor, activation: str, masks: Masks = None
+def _mse(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.square(a - b), axis=[1, 2])
+
+
+def slot_losses(
+    f: tf.Tensor, df: tf.Tensor | None, y: tf.Tensor, dy: tf.Tensor, y0: tf.Tensor, w: tf.Tensor
 ) -> tf.Tensor:
-    """MSE between f(x) and the targets y = log x."""
-    return tf.reduce_mean(tf.square(forward(weights, x, activation, masks) - y))
+    """Per-slot loss (K,): w[:, 0] MSE(f, y) + w[:, 1] MSE(f', y') + w[:, 2] (f(x0) - y0)^2.
 
-
-def derivative_loss(
-    weights: Sequence[tf.Tensor],
-    x_and_anchor: tf.Tensor,
-    dy: tf.Tensor,
-    activation: str,
-    anchor_weight: tf.Tensor,
-    anchor_y: tf.Tensor,
-    masks: Masks = None,
-) -> tf.Tensor:
-    """MSE(f'(x), 1/x) plus the anchor term; the anchor point x0 is the last row of `x_and_anchor`.
-
-    One forward pass serves both terms: f' is used at the training rows, f at the anchor row.
+    The points' rows come first and the anchor x0 is the last row of f; `df` is None in
+    graphs for objectives without a slope term (no inner tape there).
     """
-    f, df = value_and_slope(weights, x_and_anchor, activation, masks)
-    slope_error = tf.reduce_mean(tf.square(df[:-1] - dy))
-    return slope_error + anchor_weight * tf.square(f[-1, 0] - anchor_y)
+    loss = w[:, 0] * _mse(f[:, :-1], y) + w[:, 2] * tf.square(f[:, -1, 0] - y0)
+    if df is not None:
+        loss += w[:, 1] * _mse(df[:, :-1], dy)
+    return loss
 
 
-def validation_errors(
-    weights: Sequence[tf.Tensor],
-    x: tf.Tensor,
-    y: tf.Tensor,
-    dy: tf.Tensor,
-    activation: str,
-    masks: Masks = None,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(f, f', MSE(f, log x), MSE(f', 1/x)) on the validation grid: both errors for every run."""
-    f, df = value_and_slope(weights, x, activation, masks)
-    return f, df, tf.reduce_mean(tf.square(f - y)), tf.reduce_mean(tf.square(df - dy))
+def validation_errors(f: tf.Tensor, df: tf.Tensor, y: tf.Tensor, dy: tf.Tensor) -> tuple:
+    """MSE(f, y) and MSE(f', y') per slot on the validation grid: both, for every run."""
+    return _mse(f, y), _mse(df, dy)

@@ -1,7 +1,8 @@
-"""SGD and Adam as pure update rules on weight tensors, matching `keras.optimizers` step for step.
+"""SGD and Adam as pure update rules on stacked weights, matching `keras.optimizers` step for step.
 
 Keras optimizers own tf.Variables tied to one model, which would pin a compiled loop to one
-trial; these rules keep optimizer state in tensors the compiled loop carries, so it is shared.
+network; these rules keep the state in tensors the compiled loop carries, per slot: each slot
+has its own learning rate, rule (SGD or Adam, as data) and step count.
 """
 
 from __future__ import annotations
@@ -13,40 +14,40 @@ import tensorflow as tf
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam defaults
 
 
-def init_slots(optimizer: str, weights: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-    """Optimizer state: none for SGD; first and second moments per weight for Adam (and for
-    `any`, the mode whose graph serves both, choosing per call)."""
-    if optimizer == "sgd":
-        return []
+def init_moments(weights: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    """Adam's first and second moments per weight, zero (SGD slots carry them unused)."""
     return [tf.zeros_like(w) for w in weights] + [tf.zeros_like(w) for w in weights]
 
 
+def _per_slot(values: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """A (K,) tensor shaped to broadcast against `like` (K, ...)."""
+    return tf.reshape(values, [-1] + [1] * (len(like.shape) - 1))
+
+
 def apply_gradients(
-    optimizer: str,
     weights: Sequence[tf.Tensor],
     grads: Sequence[tf.Tensor],
-    slots: Sequence[tf.Tensor],
+    moments: Sequence[tf.Tensor],
     learning_rate: tf.Tensor,
     step: tf.Tensor,
-    use_adam: tf.Tensor | None = None,
+    use_adam: tf.Tensor,
+    update: tf.Tensor,
 ) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
-    """One update; `step` is the 1-based iteration count (Adam's bias correction uses it).
+    """One update of every slot k where `update[k]`; the others keep weights and moments.
 
-    `optimizer="any"` computes both rules and takes Adam's where the boolean `use_adam` says,
-    so one compiled graph trains SGD and Adam trials alike, each exactly as its own rule would.
+    `learning_rate`, `step` (1-based, Adam's bias correction) and `use_adam` are (K,) tensors:
+    both rules are computed and each slot takes its own, exactly as that rule alone would.
     """
-    if optimizer == "sgd":
-        return [w - learning_rate * g for w, g in zip(weights, grads, strict=True)], []
     n = len(weights)
     alpha = learning_rate * tf.sqrt(1.0 - ADAM_BETA_2**step) / (1.0 - ADAM_BETA_1**step)
-    new_weights, moments, variances = [], [], []
-    for w, g, m, v in zip(weights, grads, slots[:n], slots[n:], strict=True):
-        m = m + (g - m) * (1.0 - ADAM_BETA_1)
-        v = v + (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
-        adam = w - m * alpha / (tf.sqrt(v) + ADAM_EPSILON)
-        new_weights.append(
-            adam if optimizer == "adam" else tf.where(use_adam, adam, w - learning_rate * g)
-        )
-        moments.append(m)
-        variances.append(v)
-    return new_weights, moments + variances
+    new_weights, firsts, seconds = [], [], []
+    for w, g, m, v in zip(weights, grads, moments[:n], moments[n:], strict=True):
+        m_next = m + (g - m) * (1.0 - ADAM_BETA_1)
+        v_next = v + (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
+        adam = w - m_next * _per_slot(alpha, w) / (tf.sqrt(v_next) + ADAM_EPSILON)
+        sgd = w - _per_slot(learning_rate, w) * g
+        keep = _per_slot(update, w)
+        new_weights.append(tf.where(keep, tf.where(_per_slot(use_adam, w), adam, sgd), w))
+        firsts.append(tf.where(keep, m_next, m))
+        seconds.append(tf.where(keep, v_next, v))
+    return new_weights, firsts + seconds

@@ -1,4 +1,4 @@
-"""Small conversions the network tests share."""
+"""Small conversions the network tests share: networks stacked into slots as the trainer does."""
 
 from __future__ import annotations
 
@@ -7,6 +7,28 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from pipeline.layout import Layout, pack
+
 
 def tensors(arrays: Sequence[np.ndarray], dtype: tf.DType = tf.float32) -> list[tf.Tensor]:
     return [tf.constant(a, dtype) for a in arrays]
+
+
+def stacked(
+    networks: Sequence[Sequence[np.ndarray]],
+    activations: Sequence[str],
+    layout: Layout,
+    dtype: tf.DType = tf.float32,
+) -> tuple[list[tf.Tensor], tuple]:
+    """Networks packed into one slot each: (weights, (masks, active, act_index)) as tensors."""
+    packed = [pack(layout, w, a) for w, a in zip(networks, activations, strict=True)]
+    weights = [np.stack([p.weights[i] for p in packed]) for i in range(6)]
+    masks = [np.stack([p.masks[i] for p in packed]) for i in range(3)]
+    active = np.stack([p.active for p in packed])
+    index = np.array([p.activation for p in packed], np.int32)
+    return tensors(weights, dtype), (tensors(masks, dtype), tf.constant(active, dtype), index)
+
+
+def per_slot(x: np.ndarray, k: int, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """The same points (n, 1) for each of k slots: (k, n, 1)."""
+    return tf.constant(np.broadcast_to(x, (k, *x.shape)), dtype)
