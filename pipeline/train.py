@@ -70,7 +70,7 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     from pipeline.trainer import TrainSpec, train
 
     s = settings
-    data = make_dataset(s.data)
+    data = make_dataset(s.data, anchor_x=s.objective.anchor_x, seed=s.train.seed)
     model = build_model(s.model.hidden, s.model.activation, s.train.seed)
     spec = TrainSpec(
         activation=s.model.activation,
@@ -79,7 +79,6 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
         epochs=s.train.epochs,
         objective=s.objective.name,
         anchor_weight=s.objective.anchor_weight,
-        anchor_x=s.objective.anchor_x,
         log_every=s.train.log_every,
         report_every=min(PROGRESS_EVERY, s.train.epochs),
     )

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline.config import ObjectiveConfig, TrainConfig
 from pipeline.data import Dataset
+from pipeline.layout import Layout
 from pipeline.model import seeded_weights
 from pipeline.record import BackgroundRecorder, objective_value, run_params
 from pipeline.search import Hyperparams, SearchSpace, suggest
@@ -118,7 +119,6 @@ def _spec(ctx: TrialContext, hp: Hyperparams) -> TrainSpec:
         epochs=ctx.train.epochs,
         objective=ctx.objective.name,
         anchor_weight=ctx.objective.anchor_weight,
-        anchor_x=ctx.objective.anchor_x,
         log_every=ctx.train.log_every,
         report_every=ctx.report_every,
     )
@@ -136,4 +136,6 @@ def _train(trial: optuna.Trial, ctx: TrialContext, hp: Hyperparams):
         return trial.should_prune()
 
     weights = seeded_weights(hp.hidden, ctx.train.seed)
-    return train(spec, weights, ctx.data, on_report=report, pad_width=ctx.space.units.high)
+    space = ctx.space
+    layout = Layout(space.n_layers.high, space.units.high, space.activation)
+    return train(spec, weights, ctx.data, on_report=report, layout=layout)

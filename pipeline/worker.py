@@ -209,7 +209,7 @@ def run_study(
         objective=objective,
         train=settings.train,
         space=settings.search,
-        data=make_dataset(settings.data),
+        data=make_dataset(settings.data, anchor_x=objective.anchor_x, seed=settings.train.seed),
         report_every=cfg.report_every,
         recorder=recorder,
     )
