@@ -80,15 +80,20 @@ def _mse(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 def slot_losses(
     f: tf.Tensor, df: tf.Tensor | None, y: tf.Tensor, dy: tf.Tensor, y0: tf.Tensor, w: tf.Tensor
 ) -> tf.Tensor:
-    """Per-slot loss (K,): w[:, 0] MSE(f, y) + w[:, 1] MSE(f', y') + w[:, 2] (f(x0) - y0)^2.
+    """Per-slot loss (K,): w[:, 0] MSE(f, y) + w[:, 2] (f(x0) - y0)^2 + w[:, 1] MSE(f', y').
 
     The points' rows come first and the anchor x0 is the last row of f; `df` is None in
-    graphs for objectives without a slope term (no inner tape there).
+    graphs for objectives without a slope term (no inner tape there). A term of weight 0 adds
+    an exact 0, even where it is not finite, so a diverging loss shows as the term that overflowed.
     """
-    loss = w[:, 0] * _mse(f[:, :-1], y) + w[:, 2] * tf.square(f[:, -1, 0] - y0)
+    loss = _weighted(w[:, 0], _mse(f[:, :-1], y)) + _weighted(w[:, 2], tf.square(f[:, -1, 0] - y0))
     if df is not None:
-        loss += w[:, 1] * _mse(df[:, :-1], dy)
+        loss += _weighted(w[:, 1], _mse(df[:, :-1], dy))
     return loss
+
+
+def _weighted(weight: tf.Tensor, term: tf.Tensor) -> tf.Tensor:
+    return tf.where(tf.equal(weight, 0.0), tf.zeros_like(term), weight * term)
 
 
 def validation_errors(f: tf.Tensor, df: tf.Tensor, y: tf.Tensor, dy: tf.Tensor) -> tuple:
