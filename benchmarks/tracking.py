@@ -50,12 +50,13 @@ def main() -> None:
     from pipeline.config import DataConfig, TrackingConfig
     from pipeline.data import make_dataset
     from pipeline.model import seeded_weights
+    from pipeline.problems import shipped
     from pipeline.record import BackgroundRecorder, record_training, run_params
     from pipeline.search import SearchSpace
     from pipeline.trainer import TrainSpec, train
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
-    data = make_dataset(DataConfig())
+    data = make_dataset(DataConfig(), shipped("log"), 1.0)
     pad = SearchSpace().units.high
     client, experiment_id = tracking.connect(
         TrackingConfig(uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}", experiment="bench")
