@@ -11,4 +11,5 @@ UNIFORM_PARAMS = (
     "epochs",
     "seed",
     "objective",
+    "problem",
 )

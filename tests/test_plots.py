@@ -16,6 +16,9 @@ from pipeline import plots
 
 X_TRAIN = np.linspace(0.1, 1.9, 19, dtype=np.float32)
 X_VAL = np.linspace(0.11, 1.89, 99, dtype=np.float32)
+LOG = plots.Truth(
+    X_VAL, np.log(X_VAL), 1 / X_VAL, X_TRAIN, np.log(X_TRAIN), 1 / X_TRAIN, "log x", "1/x"
+)
 EPOCHS = np.concatenate([[1], np.arange(50, 10_001, 50)])
 NAMES = ("fit.png", "derivative.png", "loss.png")
 
@@ -30,7 +33,7 @@ def _curves(wobble: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _draw(directory: Path, wobble: float, label: str, loss: np.ndarray | None = None) -> dict:
     f, df, default_loss = _curves(wobble)
     loss = default_loss if loss is None else loss
-    plots.save_run_plots(directory, X_TRAIN, X_VAL, f, df, EPOCHS, loss, label)
+    plots.save_run_plots(directory, LOG, f, df, EPOCHS, loss, label)
     return {name: (directory / name).read_bytes() for name in NAMES}
 
 
@@ -63,8 +66,8 @@ def test_a_curve_beyond_the_shared_axes_gets_a_figure_scaled_to_it(tmp_path: Pat
     f = 5 * np.log(X_VAL)  # far below the log x axis at small x
     _, df, loss = _curves(0.0)
     loss = loss * 1e4  # above the shared loss decades
-    plots.save_run_plots(tmp_path, X_TRAIN, X_VAL, f, df, EPOCHS, loss, "wild")
-    plots.fit_figure(X_TRAIN, X_VAL, f, "wild").savefig(tmp_path / "fit-fresh.png")
+    plots.save_run_plots(tmp_path, LOG, f, df, EPOCHS, loss, "wild")
+    plots.fit_figure(LOG, f, "wild").savefig(tmp_path / "fit-fresh.png")
     plots.loss_figure(EPOCHS, loss, "wild").savefig(tmp_path / "loss-fresh.png")
     assert (tmp_path / "fit.png").read_bytes() == (tmp_path / "fit-fresh.png").read_bytes()
     assert (tmp_path / "loss.png").read_bytes() == (tmp_path / "loss-fresh.png").read_bytes()
@@ -84,9 +87,7 @@ def test_a_pruned_trial_stops_short_on_the_planned_epoch_axis(tmp_path: Path) ->
 
     f, df, loss = _curves(0.1)
     short = EPOCHS <= 500  # pruned at epoch 500 of a planned 10,000
-    plots.save_run_plots(
-        tmp_path, X_TRAIN, X_VAL, f, df, EPOCHS[short], loss[short], "pruned", 10_000
-    )
+    plots.save_run_plots(tmp_path, LOG, f, df, EPOCHS[short], loss[short], "pruned", 10_000)
     pixels = np.asarray(Image.open(tmp_path / "loss.png").convert("RGB")).astype(int)
     blue = np.abs(pixels - np.array([31, 119, 180])).sum(axis=2) < 60  # the curve's colour C0
     columns = np.flatnonzero(blue.any(axis=0))
