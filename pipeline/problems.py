@@ -194,7 +194,7 @@ def _formula(section: Mapping[str, Any], key: str, name: str) -> str:
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         example = "'problem.f=\"sin(3*x)*exp(-x)\"'"
-        raise ConfigError(f"problem.{key}", value, f"problem={name} needs f in x, e.g. {example}")
+        raise ConfigError(f"problem.{key}", value, f"problem={name}: needs f in x, e.g. {example}")
     try:
         parse(value)
     except ValueError as error:
