@@ -47,7 +47,8 @@ def reference_value(settings: SweepSettings, objective: ObjectiveConfig) -> floa
     # Padded like trial 0: over 10,000 SGD epochs the float rounding of the padded graph alone
     # moves the post's derivative fit from 1.8e-3 to 1.09e-3, the figure the baseline had.
     weights = seeded_weights(BASELINE.hidden, settings.train.seed)
-    result = train(spec, weights, data, pad_width=settings.search.units.high)
+    width = max(settings.search.units.high, *BASELINE.hidden)
+    result = train(spec, weights, data, pad_width=width)
     return objective_value(objective, result)
 
 
