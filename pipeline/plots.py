@@ -25,6 +25,7 @@ from PIL import Image
 
 DPI = 80
 SIZE = (5.0, 3.4)
+TITLE_TEXT = 20  # the longest f or f' text a title names
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,11 @@ def _figure(title: str, xlabel: str) -> tuple[Figure, object]:
 
 
 def title(kind: str, truth: Truth, label: str) -> str:
-    """`f(x) vs log x — <label>` (or `f'(x) vs 1/x`): the problem's own f or f' named."""
-    name = "f(x)" if kind == "fit" else "f'(x)"
-    return f"{name} vs {truth.curve(kind)[2]} — {label}"
+    """`f(x) vs log x — <label>` (or `f'(x) vs 1/x`): the problem's own f or f' named, unless
+    its text would not fit a title (a long `expr`; the legend has it in full)."""
+    name, text = ("f(x)", "f") if kind == "fit" else ("f'(x)", "f'")
+    shown = truth.curve(kind)[2]
+    return f"{name} vs {shown if len(shown) <= TITLE_TEXT else 'target ' + text} — {label}"
 
 
 def curve_figure(kind: str, truth: Truth, y: np.ndarray, label: str) -> Figure:

@@ -122,7 +122,7 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     )
     params |= s.objective.params()
     params |= {f"data.{k}": v for k, v in vars(s.data).items()}
-    label = f"{s.problem.label}, {s.objective.name}"
+    label = f"{s.problem.name}-{s.objective.name}"
     metrics = record_training(client, run_id, result, data, params, s.objective, label=label)
     status = "FAILED" if result.diverged_at is not None else "FINISHED"
     if result.diverged_at is not None:
