@@ -93,3 +93,32 @@ def test_a_pruned_trial_stops_short_on_the_planned_epoch_axis(tmp_path: Path) ->
     columns = np.flatnonzero(blue.any(axis=0))
     width = pixels.shape[1]
     assert columns.size and columns.max() < 0.3 * width  # the curve ends near the left edge
+
+
+def test_the_truth_is_the_problems_and_templates_are_kept_apart(tmp_path: Path) -> None:
+    x = np.linspace(0.0, np.pi, 50, dtype=np.float32)
+    points = np.linspace(0.0, np.pi, 7, dtype=np.float32)
+    sin = plots.Truth(
+        x,
+        np.sin(3 * x),
+        3 * np.cos(3 * x),
+        points,
+        np.sin(3 * points),
+        3 * np.cos(3 * points),
+        "sin 3x",
+        "3 cos 3x",
+    )
+    assert plots.title("fit", sin, "sin-value #2") == "f(x) vs sin 3x — sin-value #2"
+    assert plots.title("derivative", LOG, "t") == "f'(x) vs 1/x — t"
+    long = plots.Truth(*[np.ones(3)] * 6, "x" * 30, "y" * 30)
+    assert plots.title("derivative", long, "t") == "f'(x) vs target f' — t"
+    f, df, loss = np.sin(3 * x) + 0.01, 3 * np.cos(3 * x), np.geomspace(1, 1e-4, len(EPOCHS))
+    _draw(tmp_path / "log", 0.1, "same")  # a log template first, in this process
+    plots.save_run_plots(tmp_path / "after", sin, f, df, EPOCHS, loss, "same")
+    plots._TEMPLATES.clear()
+    plots.save_run_plots(tmp_path / "alone", sin, f, df, EPOCHS, loss, "same")
+    for name in NAMES:
+        assert (tmp_path / "after" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()
+    assert (tmp_path / "after" / "fit.png").read_bytes() != (
+        tmp_path / "log" / "fit.png"
+    ).read_bytes()
