@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import statistics
 import sys
 import tempfile
@@ -49,7 +50,8 @@ class Outcome:
     reference: float  # = baseline where the objective trains on the data points
     best_value_mse: float
     best_deriv_mse: float
-    seconds: float
+    seconds: float  # wall
+    cpu: float  # CPU seconds of the sweep and its recording process
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,10 +97,10 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> Outcome:
         root = Path(scratch)
         with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
             settings = read_settings(compose("sweep", overrides(cell, args, root)))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             code = run_sweep(settings)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu() - cpu
         if code != 0:
             raise SystemExit(f"{cell}: the sweep exited {code}; see the log")
         client = MlflowClient(settings.tracking.uri)
@@ -113,20 +115,30 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> Outcome:
             best_value_mse=best["val_value_mse"],
             best_deriv_mse=best["val_deriv_mse"],
             seconds=seconds,
+            cpu=cpu,
         )
+
+
+def _cpu() -> float:
+    """User + system CPU seconds of this process and its finished children (the recorder)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _row(name: str, o: Outcome) -> str:
     return (
         f"{name:<34}{o.baseline:>11.3e}{o.reference:>11.3e}{o.best:>11.3e}"
         f"{o.baseline / o.best:>10,.0f}x{o.reference / o.best:>10,.0f}x"
-        f"{o.best_value_mse:>11.3e}{o.best_deriv_mse:>11.3e}{o.seconds:>7.0f}s"
+        f"{o.best_value_mse:>11.3e}{o.best_deriv_mse:>11.3e}{o.seconds:>7.0f}s{o.cpu:>7.0f}s"
     )
 
 
 HEADER = (
     f"{'cell':<34}{'baseline':>11}{'reference':>11}{'best':>11}{'vs base':>11}{'vs ref':>11}"
-    f"{'best val_v':>11}{'best val_d':>11}{'wall':>8}"
+    f"{'best val_v':>11}{'best val_d':>11}{'wall':>8}{'cpu':>8}"
 )
 
 
