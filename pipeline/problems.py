@@ -63,14 +63,16 @@ class Problem:
         if points is not None:
             grid = np.concatenate([grid, np.ravel(points)])
         bad = grid[~_finite(self, grid)]
-        first = float(bad.min()) if bad.size else _first_gap(self, x_min, x_max)
+        first = (
+            float(bad.min()) if bad.size else _gap(self.expression, self.derivative, x_min, x_max)
+        )
         if first is None:
             self._check_derivative(grid)
             return
         where = f"on [data.x_min, data.x_max]; not at x={first:.6g}"
         if first <= x_min:
             raise self._not_finite("data.x_min", x_min, where)
-        if first >= x_max or x_max in bad:
+        if first >= x_max:
             raise self._not_finite("data.x_max", x_max, where)
         if self.name == EXPR:
             raise self._not_finite("problem.f", self.expression, where)
@@ -97,15 +99,11 @@ class Problem:
         return ConfigError(key, value, f"problem={self.name}: {what}")
 
 
-def _first_gap(problem: Problem, x_min: float, x_max: float) -> float | None:
+@functools.cache
+def _gap(f: str, df: str, x_min: float, x_max: float) -> float | None:
     """The smallest x in [x_min, x_max] where SymPy finds f or f' not continuous (a pole, a
     log of a negative number): grid points can step over a pole. None where it finds none or
     cannot tell (the grid check then stands alone)."""
-    return _gap(problem.expression, problem.derivative, x_min, x_max)
-
-
-@functools.cache
-def _gap(f: str, df: str, x_min: float, x_max: float) -> float | None:
     import sympy
     from sympy.calculus.util import continuous_domain
 
@@ -155,8 +153,12 @@ def parse(text: str) -> Any:
     if "__" in text or ";" in text or "lambda" in text:  # parse_expr evaluates Python
         raise ValueError("not a closed-form expression in x")
     x = _symbol()
+    # SymPy's names and no Python builtins: `open(...)` becomes an unknown function, not a call.
+    names = {**_sympy_names(), "__builtins__": {}}
     try:
-        expr = parse_expr(text, local_dict={"x": x}, transformations=standard_transformations)
+        expr = parse_expr(
+            text, local_dict={"x": x}, global_dict=names, transformations=standard_transformations
+        )
     except Exception as error:  # SyntaxError, TokenError, TypeError, ... from parse_expr
         raise ValueError(f"does not parse ({type(error).__name__})") from None
     if not isinstance(expr, sympy.Expr):
@@ -166,6 +168,13 @@ def parse(text: str) -> Any:
     if others or unknown:
         raise ValueError(f"uses {', '.join(others + unknown)}; only the symbol x is allowed")
     return expr
+
+
+@functools.cache
+def _sympy_names() -> dict[str, Any]:
+    import sympy
+
+    return {name: getattr(sympy, name) for name in dir(sympy) if not name.startswith("_")}
 
 
 def derive(text: str) -> str:

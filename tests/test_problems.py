@@ -116,6 +116,15 @@ def test_a_bad_expression_names_its_key_and_the_problem(section: dict, key: str,
     assert f"problem={section['name']}" in str(caught.value) and why in str(caught.value)
 
 
+@pytest.mark.parametrize("f", ["open('made-by-f', 'w')", "print(x)", "exec('x = 1')"])
+def test_an_expression_runs_no_python(tmp_path: Path, monkeypatch, f: str, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        read_problem({"name": "expr", "f": f})
+    assert caught.value.key == "problem.f"
+    assert not list(tmp_path.iterdir()) and not capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("f", "domain", "anchor", "key", "where"),
     [
