@@ -118,10 +118,11 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     from pipeline.config import DataConfig
     from pipeline.data import make_dataset
     from pipeline.model import seeded_weights
+    from pipeline.problems import shipped
     from pipeline.search import SearchSpace
     from pipeline.trainer import TrainSpec, train
 
-    data, pad = make_dataset(DataConfig()), SearchSpace().units.high
+    data, pad = make_dataset(DataConfig(), shipped("log"), 1.0), SearchSpace().units.high
     jobs = []
     for p in params:
         hidden = [p[f"units_l{i}"] for i in range(p["n_layers"])]

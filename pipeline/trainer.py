@@ -19,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.data import Dataset
-from pipeline.losses import derivative_loss, validation_errors, value_loss
+from pipeline.losses import sobolev_loss, validation_errors, value_loss
 from pipeline.model import pad_weights, unpad_weights
+from pipeline.objectives import get as get_objective
 from pipeline.optimizers import apply_gradients, init_slots
 from pipeline.results import Report, TrainResult
 
@@ -35,7 +36,7 @@ class TrainSpec:
     epochs: int
     objective: str = "value"
     anchor_weight: float = 1.0
-    anchor_x: float = 1.0
+    deriv_weight: float = 1.0
     log_every: int = 50
     report_every: int = 500
 
@@ -47,18 +48,23 @@ def limit_threads(threads: int) -> None:
 
 
 @functools.cache
-def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool) -> Callable:
+def compiled_chunk(activation: str, optimizer: str, kind: str, masked: bool) -> Callable:
     """The graph that runs up to `n` epochs and then scores the validation grid.
 
-    Cached per (activation, optimizer, objective, masked); XLA compiles it once per set of input
-    shapes, and the shapes depend only on depth (and sample counts) when weights are padded.
+    Cached per (activation, optimizer, kind, masked), `kind` "value" (MSE of f alone) or
+    "slope" (the weighted loss with f', weights as data: derivative and sobolev share it); XLA
+    compiles it once per set of input shapes, which depend only on depth (and sample counts)
+    when weights are padded.
     """
 
-    def loss_of(weights, masks, anchor_weight, anchor_y, x, target):
+    def loss_of(weights, masks, loss_weights, anchor_y, x, y, dy):
         masks = masks if masked else None
-        if objective == "value":
-            return value_loss(weights, x, target, activation, masks)
-        return derivative_loss(weights, x, target, activation, anchor_weight, anchor_y, masks)
+        if kind == "value":
+            return value_loss(weights, x, y, activation, masks)
+        value_w, slope_w, anchor_w = tf.unstack(loss_weights)
+        return sobolev_loss(
+            weights, x, y, dy, activation, value_w, slope_w, anchor_w, anchor_y, masks
+        )
 
     def chunk(
         weights,
@@ -69,10 +75,11 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
         n,
         lr,
         use_adam,
-        anchor_weight,
+        loss_weights,
         anchor_y,
         x,
-        target,
+        y,
+        dy,
         *val,
     ):
         # XLA fixes the buffer's size at compile time: `capacity` stays the same for every call
@@ -85,7 +92,7 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
         def epoch(i, w, s, losses, finite):
             with tf.GradientTape() as tape:
                 tape.watch(w)
-                loss = loss_of(w, masks, anchor_weight, anchor_y, x, target)
+                loss = loss_of(w, masks, loss_weights, anchor_y, x, y, dy)
             grads = tape.gradient(loss, w)
             step = tf.cast(done + i + 1, tf.float32)
             w, s = apply_gradients(optimizer, w, grads, s, lr, step, use_adam)
@@ -104,24 +111,34 @@ def compiled_chunk(activation: str, optimizer: str, objective: str, masked: bool
 
 def graph_key(spec: TrainSpec, padded: bool) -> tuple[str, str, str, bool]:
     """Which compiled graph trains `spec`: padded (sweep) graphs serve SGD and Adam alike, so a
-    sweep compiles once per (depth, activation, objective); unpadded ones are exact to the rule."""
-    return spec.activation, "any" if padded else spec.optimizer, spec.objective, padded
+    sweep compiles once per (depth, activation, loss kind); unpadded ones are exact to the rule."""
+    weights = get_objective(spec.objective).weights(spec.anchor_weight, spec.deriv_weight)
+    kind = "slope" if weights.needs_slope else "value"
+    return spec.activation, "any" if padded else spec.optimizer, kind, padded
 
 
 def _fixed_inputs(spec: TrainSpec, data: Dataset) -> list[tf.Tensor]:
-    """Learning rate, optimizer switch, anchor, and the training and validation data."""
-    if spec.objective == "value":
-        x, target = data.x_train, data.y_train
-    else:
-        x = np.concatenate([data.x_train, [[spec.anchor_x]]]).astype(np.float32)
-        target = data.dy_train
+    """Learning rate, optimizer switch, loss weights (from the objectives registry), anchor."""
+    weights = get_objective(spec.objective).weights(spec.anchor_weight, spec.deriv_weight)
     return [
         tf.constant(spec.learning_rate, tf.float32),
         tf.constant(spec.optimizer == "adam"),
-        tf.constant(spec.anchor_weight, tf.float32),
-        tf.constant(math.log(spec.anchor_x), tf.float32),
-        *(tf.constant(a, tf.float32) for a in (x, target, data.x_val, data.y_val, data.dy_val)),
+        tf.constant([weights.value, weights.slope, weights.anchor], tf.float32),
+        tf.constant(data.anchor_y, tf.float32),
     ]
+
+
+def _chunk_data(spec: TrainSpec, data: Dataset, chunk: int) -> list[tf.Tensor]:
+    """The points chunk `chunk` trains on (the data points, or the objective's collocation
+    points with the anchor x0 as last row) and the validation grid."""
+    if get_objective(spec.objective).points == "data":
+        x, y, dy = data.x_train, data.y_train, data.dy_train
+    else:
+        x, y, dy = data.collocation(chunk)
+    if graph_key(spec, False)[2] == "slope":
+        x = np.concatenate([x, [[data.anchor_x]]]).astype(np.float32)
+    arrays = (x, y, dy, data.x_val, data.y_val, data.dy_val)
+    return [tf.constant(a, tf.float32) for a in arrays]
 
 
 def _history_mask(epochs_run: int, log_every: int) -> np.ndarray:
@@ -154,6 +171,8 @@ def train(
     mask_tensors = [tf.constant(m) for m in masks]
     slots = init_slots(key[1], w)
     fixed = _fixed_inputs(spec, data)
+    resampled = data.resample and get_objective(spec.objective).points == "colloc"
+    points = _chunk_data(spec, data, 0)
     capacity = tf.constant(spec.report_every)
     losses: list[np.ndarray] = []
     reports: list[Report] = []
@@ -162,7 +181,10 @@ def train(
     call = None
     while done < spec.epochs:
         n = min(spec.report_every, spec.epochs - done)
+        if resampled and reports:
+            points = _chunk_data(spec, data, len(reports))
         args = (w, slots, mask_tensors, tf.constant(done), capacity, tf.constant(n), *fixed)
+        args = (*args, *points)
         # Looked up once per training: the tf.function's per-call dispatch costs ~0.3 ms more
         # than the concrete function's, and a trial makes epochs / report_every calls.
         if call is None:
