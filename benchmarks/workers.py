@@ -118,23 +118,25 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     from pipeline.config import DataConfig
     from pipeline.data import make_dataset
     from pipeline.model import seeded_weights
-    from pipeline.search import SearchSpace
+    from pipeline.problems import shipped
+    from pipeline.search import Hyperparams, SearchSpace, layout_for
     from pipeline.trainer import TrainSpec, train
 
-    data, pad = make_dataset(DataConfig()), SearchSpace().units.high
+    data, space = make_dataset(DataConfig(), shipped("log"), 1.0), SearchSpace()
     jobs = []
     for p in params:
         hidden = [p[f"units_l{i}"] for i in range(p["n_layers"])]
-        spec = TrainSpec(p["activation"], p["optimizer"], p["learning_rate"], epochs)
-        jobs.append((spec, seeded_weights(hidden, 0)))
+        hp = Hyperparams(tuple(hidden), p["activation"], p["optimizer"], p["learning_rate"])
+        spec = TrainSpec(hp.activation, hp.optimizer, hp.learning_rate, epochs)
+        jobs.append((spec, seeded_weights(hidden, 0), layout_for(space, hp)))
     start = time.perf_counter()
-    for spec, weights in jobs:  # compile every graph first: the bound is training alone
-        train(spec, weights, data, pad_width=pad)
+    for spec, weights, layout in jobs:  # compile every graph first: the bound is training alone
+        train(spec, weights, data, layout=layout)
     compiling.value = time.perf_counter() - start
     barrier.wait()
     start = time.perf_counter()
-    for spec, weights in jobs:
-        train(spec, weights, data, pad_width=pad)
+    for spec, weights, layout in jobs:
+        train(spec, weights, data, layout=layout)
     seconds.value = time.perf_counter() - start
 
 

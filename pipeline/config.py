@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-OBJECTIVES = ("value", "derivative")
+from pipeline.objectives import OBJECTIVES as REGISTRY
+
+OBJECTIVES = tuple(REGISTRY)
 ACTIVATIONS = ("sigmoid", "tanh", "softplus", "relu", "elu", "silu")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -26,21 +28,36 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Domain [x_min, x_max], training points on a uniform grid, a held-out validation grid."""
+    """Domain [x_min, x_max], data and collocation points, a held-out validation grid."""
 
     x_min: float = 0.1
     x_max: float = 1.9
     n_train: int = 19
     n_val: int = 100
+    n_colloc: int = 200
+    resample: bool = False
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """Which loss to minimise; the anchor pins the derivative objective's free constant."""
+    """Which loss to minimise (`pipeline.objectives`); the anchor pins the derivative
+    objective's free constant, `deriv_weight` weighs f' against f in the Sobolev loss."""
 
     name: str = "value"
     anchor_weight: float = 1.0
     anchor_x: float = 1.0
+    deriv_weight: float = 1.0
+
+    def params(self) -> dict[str, float]:
+        """The settings this objective's loss uses, as run params: the anchor where it has one,
+        the Sobolev weight where it weighs f' against f."""
+        entry = REGISTRY[self.name]
+        params = {}
+        if entry.anchored:
+            params |= {"anchor_weight": self.anchor_weight, "anchor_x": self.anchor_x}
+        if entry.fits_value and entry.fits_slope:
+            params["deriv_weight"] = self.deriv_weight
+        return params
 
 
 @dataclass(frozen=True)
@@ -107,11 +124,18 @@ def read_choice(section: Mapping[str, Any], prefix: str, key: str, allowed: tupl
     return str(value)
 
 
+def read_bool(section: Mapping[str, Any], prefix: str, key: str) -> bool:
+    """true or false."""
+    name, value = _get(section, prefix, key)
+    if not isinstance(value, bool):
+        raise ConfigError(name, value, "must be true or false")
+    return value
+
+
 def read_data(section: Mapping[str, Any]) -> DataConfig:
-    """Domain and sample counts; the domain must lie in x > 0 where log x is defined."""
+    """Domain and sample counts. Where f and f' are defined is the problem's own check
+    (`pipeline.problems`), so any finite domain is read here."""
     x_min = read_float(section, "data", "x_min")
-    if x_min <= 0:
-        raise ConfigError("data.x_min", x_min, "must be > 0 (log x and 1/x need x > 0)")
     x_max = read_float(section, "data", "x_max")
     if x_max <= x_min:
         raise ConfigError("data.x_max", x_max, f"must be > data.x_min={x_min}")
@@ -120,19 +144,25 @@ def read_data(section: Mapping[str, Any]) -> DataConfig:
         x_max=x_max,
         n_train=read_int(section, "data", "n_train", minimum=2),
         n_val=read_int(section, "data", "n_val", minimum=2),
+        n_colloc=read_int({"n_colloc": 200, **section}, "data", "n_colloc", minimum=2),
+        resample=read_bool({"resample": False, **section}, "data", "resample"),
     )
 
 
 def read_objective(section: Mapping[str, Any], allowed: tuple[str, ...]) -> ObjectiveConfig:
-    """The objective's name and anchor; the anchor point must lie where log is defined."""
+    """The objective's name, anchor and Sobolev weight (the anchor must be finite; where f is
+    finite is the problem's check)."""
     name = section.get("name")
     if name not in allowed:
         raise ConfigError("objective", name, f"must be one of {', '.join(allowed)}")
     weight = read_float({"anchor_weight": 1.0, **section}, "objective", "anchor_weight")
     if weight < 0:
         raise ConfigError("objective.anchor_weight", weight, "must be a number >= 0")
-    anchor_x = read_float({"anchor_x": 1.0, **section}, "objective", "anchor_x", positive=True)
-    return ObjectiveConfig(name=name, anchor_weight=weight, anchor_x=anchor_x)
+    anchor_x = read_float({"anchor_x": 1.0, **section}, "objective", "anchor_x")
+    deriv_weight = read_float({"deriv_weight": 1.0, **section}, "objective", "deriv_weight")
+    if deriv_weight < 0:
+        raise ConfigError("objective.deriv_weight", deriv_weight, "must be a number >= 0")
+    return ObjectiveConfig(name, weight, anchor_x, deriv_weight)
 
 
 def read_model(section: Mapping[str, Any]) -> ModelConfig:

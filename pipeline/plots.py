@@ -25,6 +25,33 @@ from PIL import Image
 
 DPI = 80
 SIZE = (5.0, 3.4)
+TITLE_TEXT = 20  # the longest f or f' text a title names
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The problem's side of a run's plots: f and f' on the validation grid `x` and at the
+    data points, and their legend texts (e.g. "log x", "1/x")."""
+
+    x: np.ndarray
+    f: np.ndarray
+    df: np.ndarray
+    x_points: np.ndarray
+    f_points: np.ndarray
+    df_points: np.ndarray
+    f_text: str
+    df_text: str
+
+    def curve(self, kind: str) -> tuple[np.ndarray, np.ndarray, str]:
+        """(truth on the grid, truth at the data points, legend text) of "fit" or "derivative"."""
+        if kind == "fit":
+            return np.ravel(self.f), np.ravel(self.f_points), self.f_text
+        return np.ravel(self.df), np.ravel(self.df_points), self.df_text
+
+    def key(self, kind: str) -> tuple:
+        """What a shared template of `kind` depends on."""
+        grid, points, text = self.curve(kind)
+        return kind, np.ravel(self.x).tobytes(), grid.tobytes(), points.tobytes(), text
 
 
 def _figure(title: str, xlabel: str) -> tuple[Figure, object]:
@@ -39,36 +66,36 @@ def _figure(title: str, xlabel: str) -> tuple[Figure, object]:
     return fig, ax
 
 
-def fit_figure(
-    x_train: np.ndarray,
-    x_val: np.ndarray,
-    f_val: np.ndarray,
-    label: str,
-    legend_loc: str | None = None,
-) -> Figure:
-    """log x against the network's f on the validation grid, training points marked."""
-    fig, ax = _figure(f"f(x) vs log x — {label}", "x")
-    ax.plot(x_val, np.log(x_val), color="0.4", lw=2, label="log x")
-    ax.plot(x_val, f_val, color="C1", lw=1.5, ls="--", label="network f(x)")
-    ax.plot(x_train, np.log(x_train), "o", ms=3, color="C0", label="training points")
-    ax.legend(fontsize=8, loc=legend_loc or "best")
+def title(kind: str, truth: Truth, label: str) -> str:
+    """`f(x) vs log x — <label>` (or `f'(x) vs 1/x`): the problem's own f or f' named, unless
+    its text would not fit a title (a long `expr`; the legend has it in full)."""
+    name, text = ("f(x)", "f") if kind == "fit" else ("f'(x)", "f'")
+    shown = truth.curve(kind)[2]
+    return f"{name} vs {shown if len(shown) <= TITLE_TEXT else 'target ' + text} — {label}"
+
+
+def curve_figure(kind: str, truth: Truth, y: np.ndarray, label: str) -> Figure:
+    """The problem's f ("fit") or f' ("derivative") against the network's on the validation
+    grid, the data points marked."""
+    grid, points, text = truth.curve(kind)
+    x = np.ravel(truth.x)
+    fig, ax = _figure(title(kind, truth, label), "x")
+    ax.plot(x, grid, color="0.4", lw=2, label=text)
+    network = "network f(x)" if kind == "fit" else "network f'(x)"
+    ax.plot(x, np.ravel(y), color="C1", lw=1.5, ls="--", label=network)
+    ax.plot(np.ravel(truth.x_points), points, "o", ms=3, color="C0", label="data points")
+    ax.legend(fontsize=8, loc="best")
     return fig
 
 
-def derivative_figure(
-    x_train: np.ndarray,
-    x_val: np.ndarray,
-    df_val: np.ndarray,
-    label: str,
-    legend_loc: str | None = None,
-) -> Figure:
-    """1/x against the network's f' (inner-tape derivative) on the validation grid."""
-    fig, ax = _figure(f"f'(x) vs 1/x — {label}", "x")
-    ax.plot(x_val, 1.0 / x_val, color="0.4", lw=2, label="1/x")
-    ax.plot(x_val, df_val, color="C1", lw=1.5, ls="--", label="network f'(x)")
-    ax.plot(x_train, 1.0 / x_train, "o", ms=3, color="C0", label="training points")
-    ax.legend(fontsize=8, loc=legend_loc or "best")
-    return fig
+def fit_figure(truth: Truth, f_val: np.ndarray, label: str) -> Figure:
+    """The problem's f against the network's f on the validation grid, data points marked."""
+    return curve_figure("fit", truth, f_val, label)
+
+
+def derivative_figure(truth: Truth, df_val: np.ndarray, label: str) -> Figure:
+    """The problem's f' against the network's f' (inner-tape derivative) on the grid."""
+    return curve_figure("derivative", truth, df_val, label)
 
 
 def loss_figure(epochs: np.ndarray, loss: np.ndarray, label: str) -> Figure:
@@ -112,16 +139,13 @@ def _template(fig: Figure, line: Line2D, ylim: tuple[float, float]) -> _Template
     return _Template(canvas, canvas.copy_from_bbox(fig.bbox), line, title, ylim)
 
 
-def _curve_template(kind: str, x_train: np.ndarray, x_val: np.ndarray) -> _Template:
-    key = (kind, x_train.tobytes(), x_val.tobytes())
+def _curve_template(kind: str, truth: Truth) -> _Template:
+    key = truth.key(kind)
     if key not in _TEMPLATES:
-        make = fit_figure if kind == "fit" else derivative_figure
-        truth = np.log(x_val) if kind == "fit" else 1.0 / x_val
-        fig = make(
-            x_train, x_val, truth, "", legend_loc="lower right" if kind == "fit" else "upper right"
-        )
-        margin = 0.15 * float(truth.max() - truth.min())
-        ylim = (float(truth.min()) - margin, float(truth.max()) + margin)
+        grid = truth.curve(kind)[0]
+        fig = curve_figure(kind, truth, grid, "")
+        margin = 0.15 * max(float(grid.max() - grid.min()), 1e-6 * float(np.abs(grid).max()))
+        ylim = (float(grid.min()) - margin, float(grid.max()) + margin)
         _TEMPLATES[key] = _template(fig, fig.axes[0].lines[1], ylim)
     return _TEMPLATES[key]
 
@@ -156,8 +180,7 @@ def _paint(template: _Template, x: np.ndarray, y: np.ndarray, title: str, path: 
 
 def save_run_plots(
     directory: Path,
-    x_train: np.ndarray,
-    x_val: np.ndarray,
+    truth: Truth,
     f_val: np.ndarray,
     df_val: np.ndarray,
     epochs: np.ndarray,
@@ -165,7 +188,7 @@ def save_run_plots(
     label: str,
     planned_epochs: int | None = None,
 ) -> list[Path]:
-    """Write fit.png, derivative.png and loss.png into `directory`.
+    """Write fit.png, derivative.png and loss.png into `directory`, the curves against `truth`.
 
     Every trial of a sweep shares its axes (the truth's range, the loss decades in
     LOSS_LIMITS, the planned epochs, so a pruned trial visibly stops short), so the static part
@@ -173,30 +196,28 @@ def save_run_plots(
     milliseconds a plot. A curve outside those axes gets a figure of its own, scaled to it.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    x_train, x_val = np.ravel(x_train), np.ravel(x_val)
     f_val, df_val = np.ravel(f_val), np.ravel(df_val)
     kept = np.isfinite(loss) & (loss > 0)
     curves = {
-        "fit.png": ("fit", f_val, f"f(x) vs log x — {label}"),
-        "derivative.png": ("derivative", df_val, f"f'(x) vs 1/x — {label}"),
+        "fit.png": ("fit", f_val, title("fit", truth, label)),
+        "derivative.png": ("derivative", df_val, title("derivative", truth, label)),
         "loss.png": ("loss", loss[kept], f"training loss — {label}"),
     }
     paths = []
-    for name, (kind, y, title) in curves.items():
+    for name, (kind, y, text) in curves.items():
         path = directory / name
         if kind == "loss":
             last = int(epochs[-1])
             template = _loss_template(max(planned_epochs or last, last)) if len(y) else None
             x = epochs[kept]
         else:
-            template, x = _curve_template(kind, x_train, x_val), x_val
+            template, x = _curve_template(kind, truth), np.ravel(truth.x)
         if template is not None and _fits(template, y):
-            _paint(template, x, y, title, path)
+            _paint(template, x, y, text, path)
         elif kind == "loss":
             loss_figure(epochs, loss, label).savefig(path)
         else:
-            make = fit_figure if kind == "fit" else derivative_figure
-            make(x_train, x_val, y, label).savefig(path)
+            curve_figure(kind, truth, y, label).savefig(path)
         paths.append(path)
     if len(_TEMPLATES) > 32:  # many data grids or epoch counts in one process: start afresh
         _TEMPLATES.clear()

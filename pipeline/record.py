@@ -24,8 +24,11 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
+from pipeline.config import ObjectiveConfig
 from pipeline.data import Dataset
-from pipeline.plots import save_run_plots
+from pipeline.objectives import get as get_objective
+from pipeline.plots import Truth, save_run_plots
+from pipeline.problems import EXPR, Problem
 from pipeline.results import TrainResult
 
 WEIGHTS_ARTIFACT = "weights/weights.npz"
@@ -39,8 +42,11 @@ def run_params(
     epochs: int,
     seed: int,
     objective: str,
+    problem: Problem,
 ) -> dict[str, Any]:
-    """The params every run carries, whatever produced it (parallel coordinates needs them all)."""
+    """The params every run carries, whatever produced it (parallel coordinates needs them all):
+    the network, its training, the objective and the problem (`problem_f`: an `expr`'s f)."""
+    expression = {"problem_f": problem.expression} if problem.name == EXPR else {}
     return {
         "n_layers": len(hidden),
         "hidden": list(hidden),
@@ -53,7 +59,8 @@ def run_params(
         "epochs": epochs,
         "seed": seed,
         "objective": objective,
-    }
+        "problem": problem.name,
+    } | expression
 
 
 def count_params(hidden: Sequence[int]) -> int:
@@ -62,16 +69,17 @@ def count_params(hidden: Sequence[int]) -> int:
     return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
-def objective_value(objective: str, result: TrainResult) -> float:
-    """What a study minimises: the objective's own validation error."""
-    return result.val_value_mse if objective == "value" else result.val_deriv_mse
+def objective_value(objective: ObjectiveConfig, result: TrainResult) -> float:
+    """What a study minimises: the objective's own validation error (the registry's)."""
+    minimised = get_objective(objective.name).minimised
+    return minimised(result.val_value_mse, result.val_deriv_mse, objective.deriv_weight)
 
 
 # Errors whose base-10 log is logged too: they span decades, and MLflow's charts are linear.
 LOG10_METRICS = ("val_value_mse", "val_deriv_mse", "objective_value")
 
 
-def final_metrics(objective: str, result: TrainResult) -> dict[str, float]:
+def final_metrics(objective: ObjectiveConfig, result: TrainResult) -> dict[str, float]:
     """Final validation errors of both objectives, the minimised one, their log10, run facts."""
     errors = {
         "val_value_mse": result.val_value_mse,
@@ -95,7 +103,7 @@ def record_training(
     result: TrainResult,
     data: Dataset,
     params: Mapping[str, Any],
-    objective: str,
+    objective: ObjectiveConfig,
     label: str,
     tags: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
@@ -115,8 +123,7 @@ def record_training(
         root = Path(scratch)
         save_run_plots(
             root / "plots",
-            data.x_train,
-            data.x_val,
+            truth(data),
             result.val_f,
             result.val_df,
             result.history_epochs,
@@ -128,6 +135,21 @@ def record_training(
         np.savez(root / WEIGHTS_ARTIFACT, *result.weights)
         tracking.log_directory(client, run_id, root)
     return final
+
+
+def truth(data: Dataset) -> Truth:
+    """What a run's plots draw the network against: the problem's f and f' on the validation
+    grid and at the data points, with the problem's legend texts."""
+    return Truth(
+        x=data.x_val,
+        f=data.y_val,
+        df=data.dy_val,
+        x_points=data.x_train,
+        f_points=data.y_train,
+        df_points=data.dy_train,
+        f_text=data.problem.f_text,
+        df_text=data.problem.df_text,
+    )
 
 
 def load_weights(client: MlflowClient, run_id: str) -> list[np.ndarray]:
@@ -144,7 +166,7 @@ def record_run(
     result: TrainResult,
     data: Dataset,
     params: Mapping[str, Any],
-    objective: str,
+    objective: ObjectiveConfig,
     label: str,
     tags: Mapping[str, str],
 ) -> None:
@@ -188,8 +210,7 @@ def _warm_up(tracking_uri: str, data: Dataset, epochs: int) -> None:
         steps = np.array([1, epochs])
         save_run_plots(
             Path(scratch),
-            data.x_train,
-            data.x_val,
+            truth(data),
             data.y_val,
             data.dy_val,
             steps,
@@ -247,7 +268,7 @@ class BackgroundRecorder:
         result: TrainResult,
         data: Dataset,
         params: Mapping[str, Any],
-        objective: str,
+        objective: ObjectiveConfig,
         label: str,
         tags: Mapping[str, str],
     ) -> None:

@@ -202,8 +202,11 @@ def _outcomes(settings: SweepSettings) -> list[StudyOutcome]:
     return outcomes
 
 
-def print_summary(outcomes: list[StudyOutcome], tracking_uri: str) -> None:
-    """Per objective: baseline, best, improvement, best params and run, then how to look."""
+def print_summary(
+    outcomes: list[StudyOutcome], tracking_uri: str, reference: dict[str, float] | None = None
+) -> None:
+    """Per objective: baseline, best, improvement, best params and run, then how to look; and
+    the reference line (the post's network trained the post's way) where `reference` has one."""
     from pipeline.tracking import ui_command
 
     print()
@@ -225,6 +228,13 @@ def print_summary(outcomes: list[StudyOutcome], tracking_uri: str) -> None:
             f"#{trial.number if trial else '-'} {params}"
         )
         print(f"{'':<11}study {o.study_name}, best run {s.get('best_run_id', '-')}")
+        if o.objective in (reference or {}):
+            value = reference[o.objective]
+            lower = f": best {value / best:,.1f}x lower" if best else ""
+            print(
+                f"{'':<11}reference {value:.3e}, the post's network trained the post's way "
+                f"(the data points, not the collocation points){lower}"
+            )
     experiment_id = outcomes[0].experiment_id if outcomes else None
     print(f"\nCompare the runs: {ui_command(tracking_uri, experiment_id)}")
 
@@ -266,7 +276,9 @@ def run_sweep(settings: SweepSettings) -> int:
             file=sys.stderr,
         )
         return code
-    print_summary(outcomes, settings.tracking.uri)
+    from pipeline.reference import references
+
+    print_summary(outcomes, settings.tracking.uri, references(settings, outcomes))
     return 0
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import ACTIVATIONS, OPTIMIZERS, ConfigError, read_float, read_int
+from pipeline.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,25 @@ def contains(space: SearchSpace, hp: Hyperparams) -> bool:
         and hp.optimizer in space.optimizer
         and lr.low <= hp.learning_rate <= lr.high
     )
+
+
+def layouts(space: SearchSpace) -> tuple[Layout, ...]:
+    """The compiled graphs a study's trials share, smallest first: every network of the space
+    fits the last. Two depths (shallow networks skip the deep graph's extra layers, about a
+    third of a deep network's cost each), every width padded to the widest, every activation."""
+    deep = Layout(space.n_layers.high, space.units.high, space.activation)
+    if space.n_layers.high - space.n_layers.low < 2:
+        return (deep,)
+    shallow = Layout((space.n_layers.low + space.n_layers.high) // 2, deep.width, deep.activations)
+    return (shallow, deep)
+
+
+def layout_for(space: SearchSpace, hp: Hyperparams) -> Layout:
+    """The first of the space's layouts that holds `hp` (or `hp`'s own, outside the space)."""
+    for layout in layouts(space):
+        if layout.holds(hp.hidden, hp.activation):
+            return layout
+    return Layout.exact(hp.hidden, hp.activation)
 
 
 def _range(section: Mapping[str, Any], key: str, integer: bool) -> IntRange | FloatRange:

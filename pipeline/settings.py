@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.config import DataConfig, ObjectiveConfig, TrackingConfig, TrainConfig
+from pipeline.problems import Problem
 from pipeline.search import SearchSpace
 from pipeline.study import StudyConfig
 
@@ -14,6 +15,7 @@ class SweepSettings:
     """Everything a sweep needs, checked; picklable so worker processes can take it."""
 
     objectives: tuple[ObjectiveConfig, ...]
+    problem: Problem
     data: DataConfig
     train: TrainConfig
     search: SearchSpace

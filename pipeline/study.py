@@ -94,11 +94,13 @@ def _storage(value: Any) -> str:
     return value
 
 
-def read_study(section: Mapping[str, Any]) -> StudyConfig:
-    """Checked study settings (raises ConfigError naming the key)."""
+def read_study(section: Mapping[str, Any], problem: str = "log") -> StudyConfig:
+    """Checked study settings (raises ConfigError naming the key); `{problem}` in the name
+    becomes `problem` (the problem's study key: `log`, or `expr-<hash>` per expression)."""
     name = section.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("study.name", name, "must be a non-empty name")
+    name = name.replace("{problem}", problem)
     sampler, sampler_options = _component(section, "sampler", SAMPLERS)
     pruner, pruner_options = _component(section, "pruner", PRUNERS)
     seed = section.get("seed")

@@ -1,11 +1,14 @@
 """`python -m pipeline.sweep`: Optuna studies over architecture and learning rate, in MLflow.
 
-Bare, it runs one study per objective (value, then derivative); `objective=value` runs one.
+Bare, it runs one study per objective (value, then derivative) on `problem=log`;
+`objective=value` (or derivative, sobolev) runs one, `problem=<name>` picks the target.
 `study.n_workers=N` runs N local worker processes on each study; `check=true` only compares
 Optuna with MLflow and reports orphans. `main` reads config; the work is in plain functions.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -14,16 +17,19 @@ from pipeline import cli
 from pipeline.config import (
     OBJECTIVES,
     ConfigError,
-    ObjectiveConfig,
     TrainConfig,
     read_data,
     read_objective,
     read_tracking,
     read_train,
 )
+from pipeline.data import make_dataset
+from pipeline.problems import read_problem
 from pipeline.search import read_search
 from pipeline.settings import SweepSettings
 from pipeline.study import read_study
+
+BOTH = ("value", "derivative")  # what `objective=both`, the sweep's default, runs
 
 # Keys of `train` that a sweep samples per trial instead, with the search key to set and an example.
 SAMPLED = {
@@ -51,16 +57,18 @@ def read_settings(cfg: DictConfig) -> SweepSettings:
     """Typed, validated sweep settings (raises ConfigError naming the key)."""
     raw = OmegaConf.to_container(cfg, resolve=True)
     chosen = read_objective(raw["objective"], (*OBJECTIVES, "both"))
-    names = OBJECTIVES if chosen.name == "both" else (chosen.name,)
-    objectives = tuple(
-        ObjectiveConfig(name, chosen.anchor_weight, chosen.anchor_x) for name in names
-    )
+    names = BOTH if chosen.name == "both" else (chosen.name,)
+    objectives = tuple(replace(chosen, name=name) for name in names)
+    problem, data = read_problem(raw["problem"]), read_data(raw["data"])
+    train = read_sweep_train(raw["train"])
+    make_dataset(data, problem, chosen.anchor_x, train.seed)  # f, f' finite: ConfigError if not
     return SweepSettings(
         objectives=objectives,
-        data=read_data(raw["data"]),
-        train=read_sweep_train(raw["train"]),
+        problem=problem,
+        data=data,
+        train=train,
         search=read_search(raw["search"]),
-        study=read_study(raw["study"]),
+        study=read_study(raw["study"], problem.study_key),
         tracking=read_tracking(raw["tracking"]),
     )
 

@@ -1,7 +1,8 @@
 """`python -m pipeline.train`: one tape-trained run of one configuration, tracked in MLflow.
 
-Default: the blog post's 10-10 sigmoid network, SGD lr 0.1, 10,000 epochs, value objective;
-`objective=derivative` switches the loss. Logic lives in `run_one`; `main` only reads config.
+Default: the blog post's 10-10 sigmoid network, SGD lr 0.1, 10,000 epochs, value objective on
+`problem=log`; `objective=derivative` (or sobolev) switches the loss, `problem=<name>` the target.
+Logic lives in `run_one`; `main` only reads config.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pipeline.config import (
     read_tracking,
     read_train,
 )
+from pipeline.data import make_dataset
+from pipeline.problems import Problem, read_problem
 
 PROGRESS_EVERY = 1000  # epochs between progress lines (one compiled chunk each)
 
@@ -35,6 +38,7 @@ class RunSettings:
     """Everything one training run needs, checked."""
 
     objective: ObjectiveConfig
+    problem: Problem
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -51,11 +55,16 @@ class RunOutcome:
 def read_settings(cfg: DictConfig) -> RunSettings:
     """Typed, validated settings from the composed config (raises ConfigError)."""
     raw = OmegaConf.to_container(cfg, resolve=True)
+    objective = read_objective(raw["objective"], OBJECTIVES)
+    problem, data = read_problem(raw["problem"]), read_data(raw["data"])
+    train = read_train(raw["train"])
+    make_dataset(data, problem, objective.anchor_x, train.seed)  # f, f' finite: ConfigError if not
     return RunSettings(
-        objective=read_objective(raw["objective"], OBJECTIVES),
-        data=read_data(raw["data"]),
+        objective=objective,
+        problem=problem,
+        data=data,
         model=read_model(raw["model"]),
-        train=read_train(raw["train"]),
+        train=train,
         tracking=read_tracking(raw["tracking"]),
     )
 
@@ -64,13 +73,12 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     """Train one configuration with the compiled tape loop and log it as one MLflow run."""
     cli.import_tensorflow_quietly()
     from pipeline import tracking
-    from pipeline.data import make_dataset
     from pipeline.model import build_model, initial_weights
     from pipeline.record import record_training, run_params
     from pipeline.trainer import TrainSpec, train
 
     s = settings
-    data = make_dataset(s.data, anchor_x=s.objective.anchor_x, seed=s.train.seed)
+    data = make_dataset(s.data, s.problem, s.objective.anchor_x, s.train.seed)
     model = build_model(s.model.hidden, s.model.activation, s.train.seed)
     spec = TrainSpec(
         activation=s.model.activation,
@@ -79,6 +87,7 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
         epochs=s.train.epochs,
         objective=s.objective.name,
         anchor_weight=s.objective.anchor_weight,
+        deriv_weight=s.objective.deriv_weight,
         log_every=s.train.log_every,
         report_every=min(PROGRESS_EVERY, s.train.epochs),
     )
@@ -98,7 +107,7 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     run_id = tracking.start_run(
         client,
         experiment_id,
-        name=f"train-{s.objective.name}",
+        name=f"train-{s.problem.name}-{s.objective.name}",
         tags={tracking.ROLE: "run", tracking.OBJECTIVE: s.objective.name},
     )
     params = run_params(
@@ -109,13 +118,12 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
         s.train.epochs,
         s.train.seed,
         s.objective.name,
+        s.problem,
     )
-    if s.objective.name == "derivative":
-        params |= {"anchor_weight": s.objective.anchor_weight, "anchor_x": s.objective.anchor_x}
+    params |= s.objective.params()
     params |= {f"data.{k}": v for k, v in vars(s.data).items()}
-    metrics = record_training(
-        client, run_id, result, data, params, s.objective.name, label=s.objective.name
-    )
+    label = f"{s.problem.name}-{s.objective.name}"
+    metrics = record_training(client, run_id, result, data, params, s.objective, label=label)
     status = "FAILED" if result.diverged_at is not None else "FINISHED"
     if result.diverged_at is not None:
         client.set_tag(run_id, "failure_reason", f"non-finite loss at epoch {result.diverged_at}")

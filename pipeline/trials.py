@@ -17,10 +17,10 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline.config import ObjectiveConfig, TrainConfig
 from pipeline.data import Dataset
-from pipeline.layout import Layout
 from pipeline.model import seeded_weights
+from pipeline.objectives import get as get_objective
 from pipeline.record import BackgroundRecorder, objective_value, run_params
-from pipeline.search import Hyperparams, SearchSpace, suggest
+from pipeline.search import Hyperparams, SearchSpace, layout_for, suggest
 from pipeline.study import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR, worker_id
 from pipeline.trainer import Report, TrainSpec, train
 
@@ -88,6 +88,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
         ctx.train.epochs,
         ctx.train.seed,
         objective,
+        ctx.data.problem,
     )
     params |= {k: v for k, v in trial.params.items() if k.startswith("units_l")}
     if result.diverged_at is not None:
@@ -99,12 +100,13 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     if reason:
         trial.set_user_attr(REASON, reason)
     label = f"{ctx.study_name} #{trial.number}"
-    ctx.recorder.submit(run_id, result, ctx.data, params, objective, label, _tags(state, reason))
+    tags = _tags(state, reason)
+    ctx.recorder.submit(run_id, result, ctx.data, params, ctx.objective, label, tags)
     if result.diverged_at is not None:
         raise Diverged(reason)
     if result.stopped_early:
         raise optuna.TrialPruned(reason)
-    return objective_value(objective, result)
+    return objective_value(ctx.objective, result)
 
 
 def _tags(state: str, reason: str | None) -> dict[str, str]:
@@ -119,6 +121,7 @@ def _spec(ctx: TrialContext, hp: Hyperparams) -> TrainSpec:
         epochs=ctx.train.epochs,
         objective=ctx.objective.name,
         anchor_weight=ctx.objective.anchor_weight,
+        deriv_weight=ctx.objective.deriv_weight,
         log_every=ctx.train.log_every,
         report_every=ctx.report_every,
     )
@@ -126,16 +129,14 @@ def _spec(ctx: TrialContext, hp: Hyperparams) -> TrainSpec:
 
 def _train(trial: optuna.Trial, ctx: TrialContext, hp: Hyperparams):
     spec = _spec(ctx, hp)
-    own = "val_value_mse" if ctx.objective.name == "value" else "val_deriv_mse"
+    minimised = get_objective(ctx.objective.name).minimised
 
     def report(progress: Report) -> bool:
-        value = getattr(progress, own)
+        value = minimised(progress.val_value_mse, progress.val_deriv_mse, spec.deriv_weight)
         if not math.isfinite(value):
             return False
         trial.report(value, progress.epoch)
         return trial.should_prune()
 
     weights = seeded_weights(hp.hidden, ctx.train.seed)
-    space = ctx.space
-    layout = Layout(space.n_layers.high, space.units.high, space.activation)
-    return train(spec, weights, ctx.data, on_report=report, layout=layout)
+    return train(spec, weights, ctx.data, on_report=report, layout=layout_for(ctx.space, hp))

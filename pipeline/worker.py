@@ -67,7 +67,8 @@ def raise_on_sigterm() -> None:
 
 
 def parent_params(settings: SweepSettings, objective: ObjectiveConfig) -> dict[str, Any]:
-    """What the study run records of its setup (storage URL with any password masked)."""
+    """What the study run records of its setup: the problem (f and f' as SymPy text), data,
+    search space, the objective's own settings, the storage URL with any password masked."""
     s = settings
     params: dict[str, Any] = {
         "objective": objective.name,
@@ -82,11 +83,11 @@ def parent_params(settings: SweepSettings, objective: ObjectiveConfig) -> dict[s
         "epochs": s.train.epochs,
         "seed": s.train.seed,
     }
+    params |= {"problem": s.problem.name, "problem_f": s.problem.expression}
+    params |= {"problem_df": s.problem.derivative, "problem_label": s.problem.label}
     params |= {f"data.{k}": v for k, v in vars(s.data).items()}
     params |= {f"search.{k}": v for k, v in vars(s.search).items()}
-    if objective.name == "derivative":
-        params |= {"anchor_weight": objective.anchor_weight, "anchor_x": objective.anchor_x}
-    return params
+    return params | objective.params()
 
 
 def trial_line(name: str, t: optuna.trial.FrozenTrial, best: float | None) -> str:
@@ -209,7 +210,7 @@ def run_study(
         objective=objective,
         train=settings.train,
         space=settings.search,
-        data=make_dataset(settings.data, anchor_x=objective.anchor_x, seed=settings.train.seed),
+        data=make_dataset(settings.data, settings.problem, objective.anchor_x, settings.train.seed),
         report_every=cfg.report_every,
         recorder=recorder,
     )

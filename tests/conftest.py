@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import DataConfig
 from pipeline.data import Dataset, make_dataset
+from pipeline.problems import shipped
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,8 +63,9 @@ def train_cfg() -> DictConfig:
 
 @pytest.fixture(scope="session")
 def dataset() -> Dataset:
-    """The post's data: 19 training points on [0.1, 1.9] and the held-out validation grid."""
-    return make_dataset(DataConfig())
+    """The post's problem (log x): 19 data points on [0.1, 1.9], the collocation grid, the
+    held-out validation grid and the anchor x0 = 1."""
+    return make_dataset(DataConfig(), shipped("log"), anchor_x=1.0)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,9 @@ UNIFORM_PARAMS = (
     "activation",
     "optimizer",
     "learning_rate",
+    "log10_learning_rate",
     "epochs",
     "seed",
     "objective",
+    "problem",
 )

@@ -16,6 +16,9 @@ from pipeline import plots
 
 X_TRAIN = np.linspace(0.1, 1.9, 19, dtype=np.float32)
 X_VAL = np.linspace(0.11, 1.89, 99, dtype=np.float32)
+LOG = plots.Truth(
+    X_VAL, np.log(X_VAL), 1 / X_VAL, X_TRAIN, np.log(X_TRAIN), 1 / X_TRAIN, "log x", "1/x"
+)
 EPOCHS = np.concatenate([[1], np.arange(50, 10_001, 50)])
 NAMES = ("fit.png", "derivative.png", "loss.png")
 
@@ -30,7 +33,7 @@ def _curves(wobble: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _draw(directory: Path, wobble: float, label: str, loss: np.ndarray | None = None) -> dict:
     f, df, default_loss = _curves(wobble)
     loss = default_loss if loss is None else loss
-    plots.save_run_plots(directory, X_TRAIN, X_VAL, f, df, EPOCHS, loss, label)
+    plots.save_run_plots(directory, LOG, f, df, EPOCHS, loss, label)
     return {name: (directory / name).read_bytes() for name in NAMES}
 
 
@@ -63,8 +66,8 @@ def test_a_curve_beyond_the_shared_axes_gets_a_figure_scaled_to_it(tmp_path: Pat
     f = 5 * np.log(X_VAL)  # far below the log x axis at small x
     _, df, loss = _curves(0.0)
     loss = loss * 1e4  # above the shared loss decades
-    plots.save_run_plots(tmp_path, X_TRAIN, X_VAL, f, df, EPOCHS, loss, "wild")
-    plots.fit_figure(X_TRAIN, X_VAL, f, "wild").savefig(tmp_path / "fit-fresh.png")
+    plots.save_run_plots(tmp_path, LOG, f, df, EPOCHS, loss, "wild")
+    plots.fit_figure(LOG, f, "wild").savefig(tmp_path / "fit-fresh.png")
     plots.loss_figure(EPOCHS, loss, "wild").savefig(tmp_path / "loss-fresh.png")
     assert (tmp_path / "fit.png").read_bytes() == (tmp_path / "fit-fresh.png").read_bytes()
     assert (tmp_path / "loss.png").read_bytes() == (tmp_path / "loss-fresh.png").read_bytes()
@@ -84,11 +87,38 @@ def test_a_pruned_trial_stops_short_on_the_planned_epoch_axis(tmp_path: Path) ->
 
     f, df, loss = _curves(0.1)
     short = EPOCHS <= 500  # pruned at epoch 500 of a planned 10,000
-    plots.save_run_plots(
-        tmp_path, X_TRAIN, X_VAL, f, df, EPOCHS[short], loss[short], "pruned", 10_000
-    )
+    plots.save_run_plots(tmp_path, LOG, f, df, EPOCHS[short], loss[short], "pruned", 10_000)
     pixels = np.asarray(Image.open(tmp_path / "loss.png").convert("RGB")).astype(int)
     blue = np.abs(pixels - np.array([31, 119, 180])).sum(axis=2) < 60  # the curve's colour C0
     columns = np.flatnonzero(blue.any(axis=0))
     width = pixels.shape[1]
     assert columns.size and columns.max() < 0.3 * width  # the curve ends near the left edge
+
+
+def test_the_truth_is_the_problems_and_templates_are_kept_apart(tmp_path: Path) -> None:
+    x = np.linspace(0.0, np.pi, 50, dtype=np.float32)
+    points = np.linspace(0.0, np.pi, 7, dtype=np.float32)
+    sin = plots.Truth(
+        x,
+        np.sin(3 * x),
+        3 * np.cos(3 * x),
+        points,
+        np.sin(3 * points),
+        3 * np.cos(3 * points),
+        "sin 3x",
+        "3 cos 3x",
+    )
+    assert plots.title("fit", sin, "sin-value #2") == "f(x) vs sin 3x — sin-value #2"
+    assert plots.title("derivative", LOG, "t") == "f'(x) vs 1/x — t"
+    long = plots.Truth(*[np.ones(3)] * 6, "x" * 30, "y" * 30)
+    assert plots.title("derivative", long, "t") == "f'(x) vs target f' — t"
+    f, df, loss = np.sin(3 * x) + 0.01, 3 * np.cos(3 * x), np.geomspace(1, 1e-4, len(EPOCHS))
+    _draw(tmp_path / "log", 0.1, "same")  # a log template first, in this process
+    plots.save_run_plots(tmp_path / "after", sin, f, df, EPOCHS, loss, "same")
+    plots._TEMPLATES.clear()
+    plots.save_run_plots(tmp_path / "alone", sin, f, df, EPOCHS, loss, "same")
+    for name in NAMES:
+        assert (tmp_path / "after" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()
+    assert (tmp_path / "after" / "fit.png").read_bytes() != (
+        tmp_path / "log" / "fit.png"
+    ).read_bytes()

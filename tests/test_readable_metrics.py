@@ -13,6 +13,8 @@ import numpy as np
 import optuna
 import pytest
 
+from pipeline.config import ObjectiveConfig
+from pipeline.problems import shipped
 from pipeline.record import final_metrics, run_params
 from pipeline.results import TrainResult
 from pipeline.study import StudyConfig, make_storage, metric_name, open_study
@@ -37,7 +39,7 @@ def _result(val_value_mse: float, val_deriv_mse: float) -> TrainResult:
 
 @pytest.mark.parametrize(("objective", "own"), [("value", -4.0), ("derivative", -2.0)])
 def test_final_metrics_carry_the_log10_of_each_error(objective: str, own: float) -> None:
-    final = final_metrics(objective, _result(1e-4, 1e-2))
+    final = final_metrics(ObjectiveConfig(objective), _result(1e-4, 1e-2))
     assert final["log10_val_value_mse"] == pytest.approx(-4.0)
     assert final["log10_val_deriv_mse"] == pytest.approx(-2.0)
     assert final["log10_objective_value"] == pytest.approx(own)
@@ -46,16 +48,16 @@ def test_final_metrics_carry_the_log10_of_each_error(objective: str, own: float)
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan, 0.0])
 def test_a_non_finite_or_zero_error_gets_no_log10_metric(bad: float) -> None:
-    final = final_metrics("value", _result(bad, 1e-3))
+    final = final_metrics(ObjectiveConfig("value"), _result(bad, 1e-3))
     assert "log10_val_value_mse" not in final and "log10_objective_value" not in final
     assert final["log10_val_deriv_mse"] == pytest.approx(-3.0)
     assert "val_value_mse" in final  # the plain metric still says what happened
 
 
 def test_run_params_carry_log10_learning_rate() -> None:
-    params = run_params([10, 10], "sigmoid", "sgd", 0.1, 100, 0, "value")
+    params = run_params([10, 10], "sigmoid", "sgd", 0.1, 100, 0, "value", shipped("log"))
     assert float(params["log10_learning_rate"]) == pytest.approx(-1.0)
-    params = run_params([8], "tanh", "adam", 3.2e-4, 100, 0, "value")
+    params = run_params([8], "tanh", "adam", 3.2e-4, 100, 0, "value", shipped("log"))
     assert float(params["log10_learning_rate"]) == pytest.approx(math.log10(3.2e-4), abs=1e-6)
 
 
