@@ -1,131 +1,187 @@
-"""Time the reference sweep: `python -m pipeline.sweep study.n_trials=50`, end to end.
+"""The reference sweep against the post's recipe: `python -m pipeline.sweep study.n_trials=50`.
 
-Both objectives, `--trials` trials each (default 50), the default 10,000 epochs, default sampler
-and pruner, full tracking and plots, one process, in a fresh temporary directory. The wall time
-includes interpreter start-up and imports. Afterwards the Optuna journal and the MLflow store
-are read back to split the time: per-trial training seconds (the `train_seconds` metric) and an
-estimate of XLA compilation, taken as the extra time of the first trial of each compiled graph
-key (objective, depth, activation, optimizer) over that key's later trials' per-epoch pace.
+Both objectives, `--trials` trials each (default 50), 10,000 epochs, default sampler, pruner,
+population and storage, full tracking and plots, in a fresh temporary directory, timed from
+this process's start (imports included). Then Keras `model.fit` on the post's network, timed
+per epoch in the same process: the post's recipe for the same trials is that times the trials'
+planned epochs, and the ratio is printed beside its target (2000x). Also printed: the graphs
+compiled and the seconds their first calls took, the peak RSS of the sweep's processes, and the
+best value of each study. `--compare-population 1` runs the same sweep again with that
+population for the study seeds `--seeds`, and prints both studies' best values and their
+medians (more trials in flight must not buy speed with search quality). `--long N` instead runs
+one N-trial value study of short trials and prints the worker's RSS after 100 trials and at N.
 
-    python benchmarks/sweep.py [--trials 50] [--keep]
+    python benchmarks/sweep.py [--trials 50] [--compare-population 1 --seeds 0 1 2] [--long 1000]
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections import defaultdict
-from pathlib import Path
 
-TARGET_S = 60.0
+STARTED = time.perf_counter()  # before the imports: a cold process is part of the figure
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+TARGET = 2000.0
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50, help="study.n_trials per objective")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--fit-epochs", type=int, default=100, help="model.fit epochs timed")
+    parser.add_argument("--compare-population", type=int, help="also sweep with this population")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="study seeds")
+    parser.add_argument("--long", type=int, help="one study of this many short trials: RSS")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     return parser.parse_args()
 
 
-def analyse(workdir: Path) -> None:
-    """Trial counts, training seconds and a compilation estimate, read back from the stores."""
-    import optuna
-    from mlflow.tracking import MlflowClient
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+def sweep(root: Path, overrides: list[str]) -> dict[str, float]:
+    """Run one sweep in `root` (in this process, as `python -m pipeline.sweep` would) and
+    return each study's best value."""
+    from sweeping import Stores, run_sweep_in
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
-    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
-    total_train = total_compile = total_trial = 0.0
-    for summary in storage.get_all_studies():
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        trials = sorted(study.trials, key=lambda t: t.number)
-        states = defaultdict(int)
-        for t in trials:
-            states[t.state.name] += 1
-        rows = []  # (key, train_seconds, epochs_run, trial_duration)
-        for t in trials:
-            run_id = t.user_attrs.get("mlflow_run_id")
-            if not run_id or not t.params:
-                continue
-            metrics = client.get_run(run_id).data.metrics
-            if "train_seconds" not in metrics:
-                continue
-            key = (t.params["n_layers"], t.params["activation"], t.params["optimizer"])
-            duration = t.duration.total_seconds() if t.duration else float("nan")
-            rows.append((key, metrics["train_seconds"], metrics["epochs_run"], duration))
-        pace: dict[tuple, list[float]] = defaultdict(list)
-        seen: set[tuple] = set()
-        firsts = []
-        for key, seconds, epochs, _ in rows:
-            if key in seen:
-                pace[key].append(seconds / max(epochs, 1))
-            else:
-                seen.add(key)
-                firsts.append((key, seconds, epochs))
-        all_pace = [p for ps in pace.values() for p in ps]
-        fallback = statistics.median(all_pace) if all_pace else 0.0
-        compile_s = 0.0
-        for key, seconds, epochs in firsts:
-            per_epoch = statistics.median(pace[key]) if pace[key] else fallback
-            compile_s += max(0.0, seconds - per_epoch * epochs)
-        train_s = sum(r[1] for r in rows)
-        trial_s = sum(r[3] for r in rows)
-        total_train += train_s
-        total_compile += compile_s
-        total_trial += trial_s
-        counts = " ".join(f"{k}={v}" for k, v in sorted(states.items()))
-        print(
-            f"  {summary.study_name}: {counts}; {len(seen)} graph keys; "
-            f"trial wall {trial_s:.1f}s, training {train_s:.1f}s "
-            f"(of which ~{compile_s:.1f}s first-call compile/trace of new keys)"
-        )
+    root.mkdir(parents=True, exist_ok=True)
+    code = run_sweep_in(root, overrides)
+    if code != 0:
+        sys.exit(f"the sweep exited with {code}")
+    stores = Stores(root)
+    return {s.study_name: stores.study(s.study_name).best_value for s in stores.summaries()}
+
+
+def fit_us_per_epoch(epochs: int) -> float:
+    """Keras `model.fit` on the post's setup, per epoch, after a one-epoch warm-up."""
+    import keras
+
+    from pipeline.config import DataConfig
+    from pipeline.data import make_dataset
+    from pipeline.model import build_model
+    from pipeline.problems import shipped
+
+    data = make_dataset(DataConfig(), shipped("log"), 1.0)
+    model = build_model([10, 10], "sigmoid", seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    fit = {"batch_size": len(data.x_train), "verbose": 0}
+    model.fit(data.x_train, data.y_train, epochs=1, **fit)
+    started = time.perf_counter()
+    model.fit(data.x_train, data.y_train, epochs=epochs, **fit)
+    return (time.perf_counter() - started) / epochs * 1e6
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest child (the recorder), MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def reference(args: argparse.Namespace, workdir: Path) -> None:
+    from pipeline import graph
+
+    overrides = [f"study.n_trials={args.trials}", *args.overrides]
+    print(f"sweep: {' '.join(overrides)}  ({os.cpu_count()} cores, in {workdir})", flush=True)
+    best = sweep(workdir / "reference", overrides)
+    wall = time.perf_counter() - STARTED
+    graphs, compiled = graph.graphs_compiled(), graph.compile_seconds()
+    own, child = peak_rss_mb()
+    fit_us = fit_us_per_epoch(args.fit_epochs)
+    n = len(best) * args.trials
+    recipe = n * 10_000 * fit_us / 1e6
+    ratio = recipe / wall
+    print(f"wall {wall:.1f} s for {n} trials x 10,000 epochs, imports included")
     print(
-        f"  all studies: trial wall {total_trial:.1f}s, training {total_train:.1f}s, "
-        f"estimated compile {total_compile:.1f}s"
+        f"model.fit {fit_us / 1e3:.1f} ms/epoch: the post's recipe for these trials {recipe:,.0f} s"
     )
+    verdict = "meets" if ratio >= TARGET else "BELOW"
+    print(f"speed-up recipe/sweep = {ratio:,.0f}x  [{verdict} target {TARGET:.0f}x]")
+    print(
+        f"compiled {graphs} graphs ({graphs / len(best):.1f} per study); their first calls took "
+        f"{compiled:.1f} s = {100 * compiled / wall:.0f}% of the wall time"
+    )
+    print(f"peak RSS: sweep process {own:.0f} MB, recording process {child:.0f} MB")
+    for name, value in best.items():
+        print(f"  {name}: best {value:.3e}")
+
+
+def compare(args: argparse.Namespace, workdir: Path) -> None:
+    rows: dict[str, dict[str, list[float]]] = {}
+    for label, extra in (
+        ("default", []),
+        ("population", [f"study.population={args.compare_population}"]),
+    ):
+        for seed in args.seeds:
+            overrides = [
+                f"study.n_trials={args.trials}",
+                f"study.seed={seed}",
+                *extra,
+                *args.overrides,
+            ]
+            started = time.perf_counter()
+            best = sweep(workdir / f"{label}-{seed}", overrides)
+            print(f"{label} seed {seed}: {time.perf_counter() - started:.1f} s  "
+                  + "  ".join(f"{k} {v:.3e}" for k, v in best.items()), flush=True)  # fmt: skip
+            for name, value in best.items():
+                rows.setdefault(name, {}).setdefault(label, []).append(value)
+    for name, by_label in rows.items():
+        medians = {k: statistics.median(v) for k, v in by_label.items()}
+        print(f"{name}: median best " + ", ".join(f"{k} {v:.3e}" for k, v in medians.items()))
+
+
+def long_study(args: argparse.Namespace, workdir: Path) -> None:
+    from sweeping import Stores
+
+    root = workdir / "long"
+    overrides = ["objective=value", f"study.n_trials={args.long}", "train.epochs=500",
+                 "study.report_every=100", *args.overrides]  # fmt: skip
+    marks: dict[int, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            try:
+                finished = Stores(root).finished("log-value")
+            except Exception:  # the study is not there yet
+                continue
+            if finished >= 100 and 100 not in marks:
+                marks[100] = _rss_mb()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    sweep(root, overrides)
+    done.set()
+    marks[args.long] = _rss_mb()
+    print(f"worker RSS after 100 trials {marks.get(100, float('nan')):.0f} MB, "
+          f"after {args.long} trials {marks[args.long]:.0f} MB")  # fmt: skip
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:
     args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.sweep",
-        f"study.n_trials={args.trials}",
-        *args.overrides,
-    ]
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    print(f"running: {' '.join(command[1:])}  (in {workdir}, {os.cpu_count()} cores)")
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        print(done.stdout[-3000:])
-        print(done.stderr[-3000:], file=sys.stderr)
-        sys.exit(f"sweep exited with {done.returncode}")
-    n_objectives = 2 if not any(o.startswith("objective=") for o in args.overrides) else 1
-    trials = args.trials * n_objectives
-    print(f"wall: {wall:.1f} s for {trials} trials ({n_objectives} studies x {args.trials})")
-    print(f"throughput: {trials / wall * 60:.1f} trials/minute ({wall / trials:.2f} s/trial)")
-    verdict = "meets" if wall <= TARGET_S else "misses"
-    print(f"target: <= {TARGET_S:.0f} s for the whole sweep -> {verdict} it")
-    summary = [line for line in done.stdout.splitlines() if line.strip()][-8:]
-    print("sweep summary:\n  " + "\n  ".join(summary))
-    analyse(workdir)
-    if args.keep:
-        print(f"kept {workdir}")
-    else:
+    try:
+        if args.long:
+            long_study(args, workdir)
+        elif args.compare_population is not None:
+            compare(args, workdir)
+        else:
+            reference(args, workdir)
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -50,6 +50,7 @@ class StudyConfig:
     pruner_options: dict[str, Any] = field(default_factory=dict)
     seed: int | None = 0
     n_workers: int = 1
+    population: int = 4
     report_every: int = 500
     max_failures: int = 5
     heartbeat_interval: int = 10
@@ -116,6 +117,7 @@ def read_study(section: Mapping[str, Any], problem: str = "log") -> StudyConfig:
         pruner_options=pruner_options,
         seed=seed,
         n_workers=read_int(section, "study", "n_workers", minimum=1),
+        population=read_int(section, "study", "population", minimum=1),
         report_every=read_int(section, "study", "report_every", minimum=1),
         max_failures=read_int(section, "study", "max_failures", minimum=1),
         heartbeat_interval=read_int(section, "study", "heartbeat_interval", minimum=1),

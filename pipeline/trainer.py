@@ -1,17 +1,17 @@
-"""The compiled GradientTape training loop: K networks at once, one XLA graph per kind of loss.
+"""GradientTape training of K networks at once, one compiled graph per kind of loss.
 
 A `Population` holds K slots; each slot trains its own network (depth, widths, activation,
 optimizer, learning rate, initial weights, epoch count) inside one compiled graph whose
 `Layout` is the largest network it serves. Epochs run in a graph `while_loop` in chunks of
 `report_every`; between chunks every slot reports, and a caller may stop a slot (pruning) or
 refill a finished one with a new network. A slot's result equals training that network alone.
-Graphs are cached per (activations, slope term): a sweep compiles one per objective kind.
-`train` runs one network (a population of one). Imports neither MLflow nor Optuna.
+The graph (`pipeline.graph`) is cached per (activations, slope term): a sweep compiles one per
+layout and objective kind. `train` runs one network (a population of one). Imports neither
+MLflow nor Optuna.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +21,8 @@ import tensorflow as tf
 
 from pipeline import objectives
 from pipeline.data import Dataset
+from pipeline.graph import compiled_chunk, note_first_call
 from pipeline.layout import Layout, pack, unpack
-from pipeline.losses import forward, slot_losses, validation_errors, value_and_slope
-from pipeline.optimizers import apply_gradients
 from pipeline.results import Report, TrainResult
 
 
@@ -40,62 +39,6 @@ class TrainSpec:
     deriv_weight: float = 1.0
     log_every: int = 50
     report_every: int = 500
-
-
-@functools.cache
-def compiled_chunk(activations: tuple[str, ...], slope: bool) -> Callable:
-    """The graph that runs up to `capacity` epochs of every slot, then scores validation.
-
-    Cached per (activations it can switch between, whether the loss has a slope term); XLA
-    compiles it once per set of input shapes, i.e. per (layout, population size, points).
-    """
-
-    def losses_of(weights, net, x, y, dy, y0, loss_weights):
-        if slope:
-            f, df = value_and_slope(weights, *net, x, activations)
-        else:
-            f, df = forward(weights, *net, x, activations), None
-        return slot_losses(f, df, y, dy, y0, loss_weights)
-
-    def chunk(weights, moments, net, lr, use_adam, done, n, capacity, loss_w, x, y, dy, y0, val):
-        # XLA fixes the history buffer's size at compile time: `capacity` (report_every) stays
-        # the same for every call; each slot runs its own n[k] <= capacity epochs.
-        history = tf.TensorArray(tf.float32, size=capacity, element_shape=n.shape)
-
-        def keep_going(i, w, s, history, alive):
-            return tf.reduce_any(tf.logical_and(alive, i < n))
-
-        def epoch(i, w, s, history, alive):
-            live = tf.logical_and(alive, i < n)
-            with tf.GradientTape() as tape:
-                tape.watch(w)
-                loss = losses_of(w, net, x, y, dy, y0, loss_w)
-                total = tf.reduce_sum(tf.where(live, loss, 0.0))
-            grads = tape.gradient(total, w, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            finite = tf.math.is_finite(loss)
-            step = tf.cast(done + i + 1, tf.float32)
-            update = tf.logical_and(live, finite)
-            w, s = apply_gradients(w, grads, s, lr, step, use_adam, update)
-            alive = tf.logical_and(alive, tf.logical_or(finite, tf.logical_not(live)))
-            return i + 1, w, s, history.write(i, loss), alive
-
-        start = (tf.constant(0), list(weights), list(moments), history, n >= 0)
-        _, weights, moments, history, alive = tf.while_loop(keep_going, epoch, start)
-        f, df = value_and_slope(weights, *net, val[0], activations)
-        val_value, val_deriv = validation_errors(f, df, val[1], val[2])
-        return weights, moments, history.stack(), alive, f, df, val_value, val_deriv
-
-    return tf.function(chunk, jit_compile=True, autograph=False)
-
-
-def graphs_compiled() -> int:
-    """How many graphs this process has traced for training (one XLA compile each)."""
-    return sum(
-        fn.experimental_get_tracing_count() for fn in (compiled_chunk(*key) for key in _KEYS_SEEN)
-    )
-
-
-_KEYS_SEEN: set[tuple[tuple[str, ...], bool]] = set()
 
 
 @dataclass
@@ -136,9 +79,8 @@ class Population:
     ) -> None:
         chosen = objectives.get(objective)
         weights = chosen.weights(anchor_weight, deriv_weight)
-        key = (layout.activations, weights.needs_slope)
-        _KEYS_SEEN.add(key)
-        self._fn, self._call = compiled_chunk(*key), None
+        self._key = (layout.activations, weights.needs_slope)
+        self._fn, self._call = compiled_chunk(*self._key), None
         self.layout, self.size, self.data = layout, size, data
         self.report_every, self.log_every = report_every, log_every
         self._colloc = chosen.points == "colloc"
@@ -228,6 +170,7 @@ class Population:
             self._call = self._fn.get_concrete_function(*args)
             out = self._call(*args)
             self.compile_seconds += time.perf_counter() - started
+            note_first_call(self._key, self.compile_seconds)
         else:
             out = self._call(*args)
         w, moments, history, alive, f, df, val_value, val_deriv = out

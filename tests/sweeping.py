@@ -86,6 +86,14 @@ class Stores:
     def study(self, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=self.storage)
 
+    def summaries(self) -> list[optuna.study.FrozenStudy]:
+        return self.storage.get_all_studies()
+
+    def finished(self, name: str) -> int:
+        """COMPLETE + PRUNED trials of study `name`."""
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        return len(self.study(name).get_trials(deepcopy=False, states=states))
+
     def runs(self, filter_string: str = "") -> list[Run]:
         return self.client.search_runs(
             [self.experiment_id()], filter_string=filter_string, max_results=1000

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from pipeline.data import Dataset
+from pipeline.graph import graphs_compiled
 from pipeline.layout import Layout
 from pipeline.model import seeded_weights
-from pipeline.trainer import Population, TrainResult, TrainSpec, graphs_compiled, train
+from pipeline.trainer import Population, TrainResult, TrainSpec, train
 
 LAYOUT = Layout(depth=3, width=24, activations=("sigmoid", "tanh", "softplus"))
 REPORT_EVERY = 100

@@ -13,10 +13,11 @@ import pytest
 from helpers import per_slot, stacked
 
 from pipeline.data import Dataset
+from pipeline.graph import graphs_compiled
 from pipeline.layout import Layout
 from pipeline.losses import validation_errors, value_and_slope
 from pipeline.model import build_model, initial_weights
-from pipeline.trainer import Report, TrainResult, TrainSpec, graphs_compiled, train
+from pipeline.trainer import Report, TrainResult, TrainSpec, train
 
 # XLA compiles a graph per (activations, slope term, layout, chunk length), ~1 s each; the
 # specs below share chunk lengths to keep the suite fast.
