@@ -1,14 +1,20 @@
-"""One Optuna trial: sample, train with pruning, and record it as a child run of its study run.
+"""A study's trials, trained in populations: ask, train K at once, prune, tell, record.
 
-Optuna and MLflow tell the same story: the trial's state is mirrored in the run's
-`optuna.state` tag, the run id is kept on the trial (`mlflow_run_id`), and a trial that ends
-by exception or interrupt closes its run FAILED or KILLED before the error goes on.
+A worker asks Optuna for trials while it has free slots (TPE's constant liar keeps concurrent
+asks apart), trains them together in one compiled graph per layout (`pipeline.trainer`), reports
+every slot's validation error at each chunk and stops the slots the pruner prunes, and refills a
+finished slot with a newly asked trial. Optuna and MLflow tell the same story: each trial is a
+child run of its study run, its state mirrored in the run's `optuna.state` tag, the run id kept
+on the trial (`mlflow_run_id`); a trial that ends by error or interrupt closes its run FAILED
+or KILLED before the error goes on.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import optuna
 from mlflow.entities import RunTag
@@ -20,13 +26,10 @@ from pipeline.data import Dataset
 from pipeline.model import seeded_weights
 from pipeline.objectives import get as get_objective
 from pipeline.record import BackgroundRecorder, objective_value, run_params
-from pipeline.search import Hyperparams, SearchSpace, layout_for, suggest
-from pipeline.study import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR, worker_id
-from pipeline.trainer import Report, TrainSpec, train
-
-
-class Diverged(optuna.TrialPruned):
-    """A non-finite loss: the trial is PRUNED (it informs the sampler) with the epoch named."""
+from pipeline.results import TrainResult
+from pipeline.search import Hyperparams, SearchSpace, layouts, suggest
+from pipeline.study import FINISHED, REASON, RUN_ID_ATTR, STATE, WORKER_ATTR, worker_id
+from pipeline.trainer import Population, TrainSpec
 
 
 @dataclass(frozen=True)
@@ -43,25 +46,127 @@ class TrialContext:
     data: Dataset
     report_every: int
     recorder: BackgroundRecorder
+    population: int = 1
+    heartbeat_interval: float | None = None  # RDB storages with heartbeats
 
 
-def describe(hp: Hyperparams) -> str:
-    """A short label such as `2x[10,10] sigmoid sgd lr=1.0e-01`."""
-    units = ",".join(map(str, hp.hidden))
-    return f"{len(hp.hidden)}x[{units}] {hp.activation} {hp.optimizer} lr={hp.learning_rate:.1e}"
+def outcome(result: TrainResult) -> tuple[str, str | None]:
+    """Optuna's state for a trained trial and why it stopped early, if it did."""
+    if result.diverged_at is not None:
+        return "PRUNED", f"diverged: non-finite loss at epoch {result.diverged_at}"
+    if result.stopped_early:
+        return "PRUNED", f"pruned at epoch {result.epochs_run} by the pruner"
+    return "COMPLETE", None
 
 
-def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
-    """The Optuna objective: returns the validation error, or raises TrialPruned."""
-    hp = suggest(trial, ctx.space)
-    objective = ctx.objective.name
+@dataclass
+class _Flight:
+    """A trial this worker asked for and has not told yet, and its MLflow run."""
+
+    trial: optuna.Trial
+    hp: Hyperparams
+    run_id: str
+    started: float = field(default_factory=time.time)
+
+
+class _Slots:
+    """This worker's populations, one per layout of the space, and the trial of each slot."""
+
+    def __init__(self, ctx: TrialContext) -> None:
+        o = ctx.objective
+        self.ctx = ctx
+        self.crowds = [
+            Population(layout, ctx.population, ctx.data, o.name, o.anchor_weight,
+                       o.deriv_weight, ctx.report_every, ctx.train.log_every)
+            for layout in layouts(ctx.space)
+        ]  # fmt: skip
+        self.flights: dict[tuple[int, int], _Flight] = {}
+        self.beaten = 0.0
+
+    def free(self) -> bool:
+        return any(crowd.free() for crowd in self.crowds)
+
+    def place(self, flight: _Flight) -> bool:
+        """Start the trial's network in the first population whose layout holds it; False
+        when that population is full (the trial waits for a slot there)."""
+        hp, ctx = flight.hp, self.ctx
+        for p, crowd in enumerate(self.crowds):
+            if not crowd.layout.holds(hp.hidden, hp.activation):
+                continue
+            if not crowd.free():
+                return False
+            k = crowd.free()[0]
+            spec = TrainSpec(hp.activation, hp.optimizer, hp.learning_rate, ctx.train.epochs)
+            crowd.start(k, seeded_weights(hp.hidden, ctx.train.seed), spec)
+            self.flights[(p, k)] = flight
+            return True
+        raise ValueError(f"no layout of the search space holds {hp}")
+
+
+def train_trials(study: optuna.Study, ctx: TrialContext, n_trials: int) -> Iterator:
+    """Ask, train, prune, tell and record trials until the study has `n_trials` finished or
+    running ones; yield each trial (FrozenTrial) as it finishes.
+
+    On an error or interrupt every trial still in training ends FAIL (its run FAILED, or KILLED
+    on an interrupt) before the error goes on, so a rerun resumes the study.
+    """
+    slots, waiting = _Slots(ctx), []
+    minimised = get_objective(ctx.objective.name).minimised
+    try:
+        while True:
+            yield from _fill(study, ctx, slots, waiting, n_trials)
+            busy = [p for p, crowd in enumerate(slots.crowds) if crowd.busy()]
+            if not busy:
+                return
+            for p in busy:
+                crowd = slots.crowds[p]
+                for k, report in crowd.step().items():
+                    value = minimised(report.val_value_mse, report.val_deriv_mse,
+                                      ctx.objective.deriv_weight)  # fmt: skip
+                    trial = slots.flights[(p, k)].trial
+                    if math.isfinite(value):
+                        trial.report(value, report.epoch)
+                        if trial.should_prune():
+                            crowd.stop(k)
+                _heartbeat(study, slots)
+                for k in [k for k in range(crowd.size) if crowd.finished(k)]:
+                    yield _finish(study, ctx, slots.flights.pop((p, k)), crowd.take(k))
+    except BaseException as error:
+        for flight in [*slots.flights.values(), *waiting]:
+            _fail(study, ctx, flight, error)
+        raise
+
+
+def _fill(
+    study: optuna.Study, ctx: TrialContext, slots: _Slots, waiting: list, n_trials: int
+) -> Iterator:
+    """Ask for trials while a slot is free and the study wants more than are finished or
+    running; a trial whose population is full waits for its next free slot."""
+    waiting[:] = [f for f in waiting if not slots.place(f)]
+    while slots.free() and not waiting:
+        states = (*FINISHED, optuna.trial.TrialState.RUNNING)
+        if len(study.get_trials(deepcopy=False, states=states)) >= n_trials:
+            return
+        trial = study.ask()
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        try:
+            hp = suggest(trial, ctx.space)
+        except Exception as error:  # a sampler's failure fails this trial, not the sweep
+            yield _fail(study, ctx, _Flight(trial, None, _start_run(ctx, trial)), error)
+            continue
+        flight = _Flight(trial, hp, _start_run(ctx, trial))
+        if not slots.place(flight):
+            waiting.append(flight)
+
+
+def _start_run(ctx: TrialContext, trial: optuna.Trial) -> str:
     run_id = tracking.start_run(
         ctx.client,
         ctx.experiment_id,
         name=f"{ctx.study_name}-{trial.number:04d}",
         tags={
             tracking.ROLE: "trial",
-            tracking.OBJECTIVE: objective,
+            tracking.OBJECTIVE: ctx.objective.name,
             "optuna.study_name": ctx.study_name,
             "optuna.trial_number": str(trial.number),
             STATE: "RUNNING",
@@ -69,17 +174,28 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
         parent_run_id=ctx.parent_run_id,
     )
     trial.set_user_attr(RUN_ID_ATTR, run_id)
-    trial.set_user_attr(WORKER_ATTR, worker_id())
-    try:
-        result = _train(trial, ctx, hp)
-    except BaseException as error:
-        killed = isinstance(error, KeyboardInterrupt)
-        reason = "interrupted" if killed else f"{type(error).__name__}: {error}"
-        trial.set_user_attr(REASON, reason)
-        tags = [RunTag(k, v) for k, v in _tags("FAIL", reason).items()]
-        ctx.client.log_batch(run_id, tags=tags, synchronous=True)
-        tracking.end_run(ctx.client, run_id, "KILLED" if killed else "FAILED")
-        raise
+    return run_id
+
+
+def _heartbeat(study: optuna.Study, slots: _Slots) -> None:
+    """Tell an RDB storage with heartbeats that this worker's trials live (what
+    `study.optimize` does in a thread), so a dead worker's trials turn stale and retry."""
+    interval = slots.ctx.heartbeat_interval
+    if not interval or time.monotonic() - slots.beaten < interval:
+        return
+    slots.beaten = time.monotonic()
+    # Optuna 5.0 has no public handle on a study's storage or a live trial's id.
+    for flight in slots.flights.values():
+        study._storage.record_heartbeat(flight.trial._trial_id)
+
+
+def _finish(study: optuna.Study, ctx: TrialContext, flight: _Flight, result: TrainResult):
+    """Record and tell a trained trial: COMPLETE with its value, or PRUNED (pruned, diverged)."""
+    trial, hp = flight.trial, flight.hp
+    state, reason = outcome(result)
+    value = objective_value(ctx.objective, result)
+    if state == "COMPLETE" and not math.isfinite(value):
+        return _fail(study, ctx, flight, FloatingPointError(f"objective_value is {value}"))
     params = run_params(
         hp.hidden,
         hp.activation,
@@ -87,56 +203,33 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
         hp.learning_rate,
         ctx.train.epochs,
         ctx.train.seed,
-        objective,
+        ctx.objective.name,
         ctx.data.problem,
     )
     params |= {k: v for k, v in trial.params.items() if k.startswith("units_l")}
-    if result.diverged_at is not None:
-        state, reason = "PRUNED", f"diverged: non-finite loss at epoch {result.diverged_at}"
-    elif result.stopped_early:
-        state, reason = "PRUNED", f"pruned at epoch {result.epochs_run} by the pruner"
-    else:
-        state, reason = "COMPLETE", None
     if reason:
         trial.set_user_attr(REASON, reason)
     label = f"{ctx.study_name} #{trial.number}"
     tags = _tags(state, reason)
-    ctx.recorder.submit(run_id, result, ctx.data, params, ctx.objective, label, tags)
-    if result.diverged_at is not None:
-        raise Diverged(reason)
-    if result.stopped_early:
-        raise optuna.TrialPruned(reason)
-    return objective_value(ctx.objective, result)
+    ctx.recorder.submit(flight.run_id, result, ctx.data, params, ctx.objective, label, tags)
+    if state == "COMPLETE":
+        return study.tell(trial, value)
+    return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def _fail(study: optuna.Study, ctx: TrialContext, flight: _Flight, error: BaseException):
+    """Close the run of a trial that ended by an error or interrupt and tell Optuna FAIL."""
+    killed = isinstance(error, KeyboardInterrupt | GeneratorExit)
+    reason = "interrupted" if killed else f"{type(error).__name__}: {error}"
+    flight.trial.set_user_attr(REASON, reason)
+    try:
+        tags = [RunTag(k, v) for k, v in _tags("FAIL", reason).items()]
+        ctx.client.log_batch(flight.run_id, tags=tags, synchronous=True)
+        tracking.end_run(ctx.client, flight.run_id, "KILLED" if killed else "FAILED")
+    finally:
+        told = study.tell(flight.trial, state=optuna.trial.TrialState.FAIL)
+    return told
 
 
 def _tags(state: str, reason: str | None) -> dict[str, str]:
     return {STATE: state} | ({REASON: reason} if reason else {})
-
-
-def _spec(ctx: TrialContext, hp: Hyperparams) -> TrainSpec:
-    return TrainSpec(
-        activation=hp.activation,
-        optimizer=hp.optimizer,
-        learning_rate=hp.learning_rate,
-        epochs=ctx.train.epochs,
-        objective=ctx.objective.name,
-        anchor_weight=ctx.objective.anchor_weight,
-        deriv_weight=ctx.objective.deriv_weight,
-        log_every=ctx.train.log_every,
-        report_every=ctx.report_every,
-    )
-
-
-def _train(trial: optuna.Trial, ctx: TrialContext, hp: Hyperparams):
-    spec = _spec(ctx, hp)
-    minimised = get_objective(ctx.objective.name).minimised
-
-    def report(progress: Report) -> bool:
-        value = minimised(progress.val_value_mse, progress.val_deriv_mse, spec.deriv_weight)
-        if not math.isfinite(value):
-            return False
-        trial.report(value, progress.epoch)
-        return trial.should_prune()
-
-    weights = seeded_weights(hp.hidden, ctx.train.seed)
-    return train(spec, weights, ctx.data, on_report=report, layout=layout_for(ctx.space, hp))

@@ -7,6 +7,7 @@ each asks for its next trial as soon as the last one ends. Interrupts end the ru
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -195,7 +196,7 @@ def run_study(
     `recorder` records the finished trials; it is drained here, its owner closes it.
     """
     from pipeline.data import make_dataset
-    from pipeline.trials import TrialContext, run_trial
+    from pipeline.trials import TrialContext, train_trials
 
     cfg = settings.study
     name = study_name(cfg.name, objective.name, n_objectives)
@@ -213,6 +214,8 @@ def run_study(
         data=make_dataset(settings.data, settings.problem, objective.anchor_x, settings.train.seed),
         report_every=cfg.report_every,
         recorder=recorder,
+        population=cfg.population,
+        heartbeat_interval=cfg.heartbeat_interval if cfg.is_rdb else None,
     )
     done = finished_count(study)
     if done < cfg.n_trials:
@@ -221,30 +224,28 @@ def run_study(
         total=cfg.n_trials, initial=done, desc=name, disable=not progress or None, leave=False
     )
     failures = 0
-    finished: list[optuna.trial.FrozenTrial] = []
     settled: set[int] = set()  # failed trials whose runs are known closed
     try:
         while finished_count(study) < cfg.n_trials:
-            study.optimize(
-                lambda trial: run_trial(trial, ctx),
-                n_trials=1,
-                catch=(Exception,),
-                callbacks=[lambda _, t: finished.append(t)],
-            )
-            trial = finished.pop()
-            failures = failures + 1 if trial.state == TrialState.FAIL else 0
-            best = _best(study)
-            bar.set_postfix_str(f"best {best:.3e}" if best is not None else "")
-            bar.n = min(finished_count(study), cfg.n_trials)
-            bar.refresh()
-            tqdm.write(trial_line(name, trial, best))
-            if failures >= cfg.max_failures:
-                raise TooManyFailures(
-                    f"study {name}: {failures} trials failed in a row "
-                    f"(last: {trial.user_attrs.get('failure_reason', 'unknown')}); stopping. "
-                    "Fix the cause and rerun the same command to resume."
-                )
-            _repair(study, client, settled)
+            told = 0
+            with contextlib.closing(train_trials(study, ctx, cfg.n_trials)) as trials:
+                for trial in trials:
+                    told += 1
+                    failures = failures + 1 if trial.state == TrialState.FAIL else 0
+                    best = _best(study)
+                    bar.set_postfix_str(f"best {best:.3e}" if best is not None else "")
+                    bar.n = min(finished_count(study), cfg.n_trials)
+                    bar.refresh()
+                    tqdm.write(trial_line(name, trial, best))
+                    if failures >= cfg.max_failures:
+                        raise TooManyFailures(
+                            f"study {name}: {failures} trials failed in a row "
+                            f"(last: {trial.user_attrs.get('failure_reason', 'unknown')}); "
+                            "stopping. Fix the cause and rerun the same command to resume."
+                        )
+                    _repair(study, client, settled)
+            if not told:  # other workers hold the study's last trials: they finish them
+                break
     except BaseException as error:
         bar.close()
         recorder.drain()
