@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import tracking
 from pipeline.config import ObjectiveConfig, TrainConfig
 from pipeline.data import Dataset
+from pipeline.layout import Layout
 from pipeline.model import seeded_weights
 from pipeline.objectives import get as get_objective
 from pipeline.record import BackgroundRecorder, objective_value, run_params
@@ -73,15 +74,23 @@ class _Slots:
     """This worker's populations, one per layout of the space, and the trial of each slot."""
 
     def __init__(self, ctx: TrialContext) -> None:
-        o = ctx.objective
         self.ctx = ctx
-        self.crowds = [
-            Population(layout, ctx.population, ctx.data, o.name, o.anchor_weight,
-                       o.deriv_weight, ctx.report_every, ctx.train.log_every)
-            for layout in layouts(ctx.space)
-        ]  # fmt: skip
+        self.crowds = [self._population(layout) for layout in layouts(ctx.space)]
         self.flights: dict[tuple[int, int], _Flight] = {}
         self.beaten = 0.0
+
+    def _population(self, layout: Layout) -> Population:
+        o, ctx = self.ctx.objective, self.ctx
+        return Population(layout, ctx.population, ctx.data, o.name, o.anchor_weight,
+                          o.deriv_weight, ctx.report_every, ctx.train.log_every)  # fmt: skip
+
+    def discard(self, p: int) -> list[_Flight]:
+        """Empty population `p` (after an error in it); return the trials it was training."""
+        lost = [
+            self.flights.pop((p, k)) for k in range(self.ctx.population) if (p, k) in self.flights
+        ]
+        self.crowds[p] = self._population(self.crowds[p].layout)
+        return lost
 
     def free(self) -> bool:
         return any(crowd.free() for crowd in self.crowds)
@@ -120,7 +129,13 @@ def train_trials(study: optuna.Study, ctx: TrialContext, n_trials: int) -> Itera
                 return
             for p in busy:
                 crowd = slots.crowds[p]
-                for k, report in crowd.step().items():
+                try:
+                    reports = crowd.step()
+                except Exception as error:  # its trials fail with it; the sweep goes on
+                    for flight in slots.discard(p):
+                        yield _fail(study, ctx, flight, error)
+                    continue
+                for k, report in reports.items():
                     value = minimised(report.val_value_mse, report.val_deriv_mse,
                                       ctx.objective.deriv_weight)  # fmt: skip
                     trial = slots.flights[(p, k)].trial

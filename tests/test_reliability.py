@@ -224,18 +224,22 @@ def sweep_settings(tmp_path: Path, *overrides: str):
 def test_failing_trials_are_recorded_and_too_many_stop_the_sweep(tmp_path, monkeypatch, capsys):
     from optuna.trial import TrialState
 
-    from pipeline import runner, trials
+    from pipeline import runner
+    from pipeline.trainer import Population
 
-    real_train, calls = trials.train, []
+    real_step, calls = Population.step, []
 
-    def flaky(*args, **kwargs):
+    def flaky(self):
         calls.append(1)
         if len(calls) == 2:  # one failure: recorded, the sweep goes on
             raise RuntimeError("boom in trial")
-        return real_train(*args, **kwargs)
+        return real_step(self)
 
-    monkeypatch.setattr(trials, "train", flaky)
-    settings = sweep_settings(tmp_path, *pg.SMALL, "study.n_trials=2", "study.max_failures=2")
+    monkeypatch.setattr(Population, "step", flaky)
+    one_at_a_time = "study.population=1"  # a failing graph call fails each trial it trains
+    settings = sweep_settings(
+        tmp_path, *pg.SMALL, "study.n_trials=2", "study.max_failures=2", one_at_a_time
+    )
     assert runner.run_sweep(settings) == 0
     study = pg.load_study(str(tmp_path / JOURNAL), "log-value")
     failed = study.get_trials(states=(TrialState.FAIL,))
@@ -246,11 +250,13 @@ def test_failing_trials_are_recorded_and_too_many_stop_the_sweep(tmp_path, monke
     assert "RuntimeError: boom in trial" in run.data.tags["failure_reason"]
     pg.assert_books(str(tmp_path / JOURNAL), settings.tracking.uri, "log-value", 2)
 
-    def broken(*args, **kwargs):
+    def broken(self):
         raise RuntimeError("always broken")
 
-    monkeypatch.setattr(trials, "train", broken)
-    settings = sweep_settings(tmp_path, *pg.SMALL, "study.n_trials=4", "study.max_failures=2")
+    monkeypatch.setattr(Population, "step", broken)
+    settings = sweep_settings(
+        tmp_path, *pg.SMALL, "study.n_trials=4", "study.max_failures=2", one_at_a_time
+    )
     capsys.readouterr()
     assert runner.run_sweep(settings) == 1
     err = capsys.readouterr().err

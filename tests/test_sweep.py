@@ -17,6 +17,7 @@ from contract import UNIFORM_PARAMS
 from optuna.trial import TrialState
 from sweeping import (
     BASELINE_SPACE,
+    NARROW_SPACE,
     REPO_ROOT,
     RUN_PLOTS,
     Stores,
@@ -177,3 +178,22 @@ def test_command_line_sweep_end_to_end(tmp_path: Path) -> None:
         assert len(stores.children(parent.info.run_id)) == len(study.trials) == 2
         assert parent.data.tags["best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
     assert not (tmp_path / "outputs").exists(), "Hydra must not write outputs/ beside mlruns/"
+
+
+def test_a_population_trains_trials_together_each_its_own_run(tmp_path: Path) -> None:
+    overrides = ["objective=value", "study.n_trials=6", "study.population=3", "train.epochs=300"]
+    overrides += ["study.report_every=100", "study.pruner.name=none", *NARROW_SPACE]
+    assert run_sweep_in(tmp_path, overrides, log_model=False) == 0
+    stores = Stores(tmp_path)
+    trials = stores.study("log-value").trials
+    assert len(trials) == 6 and {t.state for t in trials} == {TrialState.COMPLETE}
+    # Three slots: the first three trials were all asked before any of them was told.
+    first = sorted(trials, key=lambda t: t.datetime_start)[:3]
+    assert max(t.datetime_start for t in first) < min(t.datetime_complete for t in first)
+    (parent,) = stores.parents()
+    runs = stores.children(parent.info.run_id)
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == list(range(6))
+    for run in runs:
+        trial = trial_of(stores.study("log-value"), run)
+        assert run.data.metrics["objective_value"] == pytest.approx(trial.value, rel=1e-6)
+        assert run.data.metrics["epochs_run"] == 300
