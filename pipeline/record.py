@@ -7,7 +7,6 @@ Imports no TensorFlow: a sweep records its trials from a separate process that n
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import itertools
 import math
@@ -15,7 +14,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -238,17 +237,6 @@ def _here(args: tuple) -> Future:
     return future
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM for the duration; one that arrives is handled right after."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 class BackgroundRecorder:
     """Records finished trials in a separate process while the next trial trains.
 
@@ -307,11 +295,17 @@ class BackgroundRecorder:
         return failed
 
     def close(self) -> None:
-        """Drain, then stop the process. SIGINT and SIGTERM wait until it has stopped: a pool
-        interrupted halfway through its shutdown keeps its process, and this one, from exiting."""
-        with _signals_held():
+        """Drain, then stop the process. Interrupted meanwhile, it stops the process at once: a
+        pool left halfway through its shutdown keeps its process, and this one, from exiting."""
+        try:
             self.drain()
             self._pool.shutdown()
+        except BaseException:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            # Python 3.11's ProcessPoolExecutor has no public handle on its processes.
+            for process in list((self._pool._processes or {}).values()):
+                process.kill()
+            raise
 
     def __enter__(self) -> BackgroundRecorder:
         return self

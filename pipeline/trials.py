@@ -49,6 +49,7 @@ class TrialContext:
     recorder: BackgroundRecorder
     population: int = 1
     heartbeat_interval: float | None = None  # RDB storages with heartbeats
+    share: int | None = None  # most trials in flight at once: this worker's share of the study
 
 
 def outcome(result: TrainResult) -> tuple[str, str | None]:
@@ -158,7 +159,7 @@ def _fill(
     """Ask for trials while a slot is free and the study wants more than are finished or
     running; a trial whose population is full waits for its next free slot."""
     waiting[:] = [f for f in waiting if not slots.place(f)]
-    while slots.free() and not waiting:
+    while slots.free() and not waiting and len(slots.flights) < (ctx.share or n_trials):
         states = (*FINISHED, optuna.trial.TrialState.RUNNING)
         if len(study.get_trials(deepcopy=False, states=states)) >= n_trials:
             return

@@ -8,6 +8,7 @@ each asks for its next trial as soon as the last one ends. Interrupts end the ru
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -216,6 +217,8 @@ def run_study(
         recorder=recorder,
         population=cfg.population,
         heartbeat_interval=cfg.heartbeat_interval if cfg.is_rdb else None,
+        # Local workers split a small study rather than one of them asking for all of it.
+        share=math.ceil(cfg.n_trials / cfg.n_workers),
     )
     done = finished_count(study)
     if done < cfg.n_trials:

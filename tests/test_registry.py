@@ -18,6 +18,7 @@ from sweeping import NARROW_SPACE, Stores, run_sweep_in
 from pipeline.config import DataConfig
 from pipeline.data import make_dataset
 from pipeline.parent import register_best
+from pipeline.problems import shipped
 
 NAME = "log-value"
 COMMON = ["objective=value", "train.epochs=300", "study.report_every=100", *NARROW_SPACE]
@@ -39,7 +40,7 @@ def _load_best(stores: Stores):
 
 
 def _mse(model, study_value: float) -> None:
-    data = make_dataset(DataConfig())
+    data = make_dataset(DataConfig(), shipped("log"), 1.0)
     predicted = np.asarray(model.predict(data.x_val.reshape(-1, 1))).ravel()
     mse = float(np.mean((predicted - np.ravel(data.y_val)) ** 2))
     assert mse == pytest.approx(study_value, rel=1e-3)
