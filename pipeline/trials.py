@@ -1,26 +1,29 @@
-"""One Optuna trial: sample, train with pruning, and record it as a child run of its study run.
+"""One Optuna trial: sample, train with pruning, and hand the finished trial to the recorder.
 
-Optuna and MLflow tell the same story: the trial's state is mirrored in the run's
-`optuna.state` tag, the run id is kept on the trial (`mlflow_run_id`), and a trial that ends
-by exception or interrupt closes its run FAILED or KILLED before the error goes on.
+Training and Optuna never wait on MLflow: a finished trial (COMPLETE, PRUNED or FAIL, an
+interrupt included) becomes one `TrialRecord` (`pipeline.spool`), which the recorder turns into
+the trial's child run of its study run whenever the tracking store can take it. The run carries
+the trial's state in `optuna.state` and is found by its tags (study run, `optuna.trial_number`).
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
-from mlflow.entities import RunTag
-from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline.config import ObjectiveConfig, TrainConfig
 from pipeline.data import Dataset
 from pipeline.model import seeded_weights
 from pipeline.record import BackgroundRecorder, objective_value, run_params
+from pipeline.results import TrainResult
 from pipeline.search import Hyperparams, SearchSpace, suggest
-from pipeline.study import REASON, RUN_ID_ATTR, STATE, WORKER_ATTR, worker_id
+from pipeline.spool import TrialRecord, trial_record
+from pipeline.study import REASON, WORKER_ATTR, worker_id
 from pipeline.trainer import Report, TrainSpec, train
 
 
@@ -32,7 +35,6 @@ class Diverged(optuna.TrialPruned):
 class TrialContext:
     """What every trial of one study shares."""
 
-    client: MlflowClient
     experiment_id: str
     parent_run_id: str
     study_name: str
@@ -50,64 +52,76 @@ def describe(hp: Hyperparams) -> str:
     return f"{len(hp.hidden)}x[{units}] {hp.activation} {hp.optimizer} lr={hp.learning_rate:.1e}"
 
 
-def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
-    """The Optuna objective: returns the validation error, or raises TrialPruned."""
-    hp = suggest(trial, ctx.space)
-    objective = ctx.objective.name
-    run_id = tracking.start_run(
-        ctx.client,
-        ctx.experiment_id,
-        name=f"{ctx.study_name}-{trial.number:04d}",
-        tags={
-            tracking.ROLE: "trial",
-            tracking.OBJECTIVE: objective,
-            "optuna.study_name": ctx.study_name,
-            "optuna.trial_number": str(trial.number),
-            STATE: "RUNNING",
-        },
-        parent_run_id=ctx.parent_run_id,
-    )
-    trial.set_user_attr(RUN_ID_ATTR, run_id)
-    trial.set_user_attr(WORKER_ATTR, worker_id())
-    try:
-        result = _train(trial, ctx, hp)
-    except BaseException as error:
-        killed = isinstance(error, KeyboardInterrupt)
-        reason = "interrupted" if killed else f"{type(error).__name__}: {error}"
-        trial.set_user_attr(REASON, reason)
-        tags = [RunTag(k, v) for k, v in _tags("FAIL", reason).items()]
-        ctx.client.log_batch(run_id, tags=tags, synchronous=True)
-        tracking.end_run(ctx.client, run_id, "KILLED" if killed else "FAILED")
-        raise
+def outcome(result: TrainResult) -> tuple[str, str | None]:
+    """Optuna's state for a trained trial and why it stopped early, if it did."""
+    if result.diverged_at is not None:
+        return "PRUNED", f"diverged: non-finite loss at epoch {result.diverged_at}"
+    if result.stopped_early:
+        return "PRUNED", f"pruned at epoch {result.epochs_run} by the pruner"
+    return "COMPLETE", None
+
+
+def trial_params(
+    hp: Hyperparams, train_cfg: TrainConfig, objective: str, sampled: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The params a trial's run carries: the uniform ones plus the sampled per-layer widths."""
     params = run_params(
         hp.hidden,
         hp.activation,
         hp.optimizer,
         hp.learning_rate,
-        ctx.train.epochs,
-        ctx.train.seed,
+        train_cfg.epochs,
+        train_cfg.seed,
         objective,
     )
-    params |= {k: v for k, v in trial.params.items() if k.startswith("units_l")}
-    if result.diverged_at is not None:
-        state, reason = "PRUNED", f"diverged: non-finite loss at epoch {result.diverged_at}"
-    elif result.stopped_early:
-        state, reason = "PRUNED", f"pruned at epoch {result.epochs_run} by the pruner"
-    else:
-        state, reason = "COMPLETE", None
+    return params | {k: v for k, v in sampled.items() if k.startswith("units_l")}
+
+
+def record_of(ctx: TrialContext, number: int, state: str, **details: Any) -> TrialRecord:
+    """`trial_record` for trial `number` of this context's study (see its keyword arguments)."""
+    return trial_record(
+        experiment_id=ctx.experiment_id,
+        parent_run_id=ctx.parent_run_id,
+        study_name=ctx.study_name,
+        number=number,
+        objective=ctx.objective.name,
+        state=state,
+        **details,
+    )
+
+
+def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
+    """The Optuna objective: returns the validation error, or raises TrialPruned. Whatever
+    happens, the finished trial's record is spooled before Optuna learns its state."""
+    start = time.time()
+    trial.set_user_attr(WORKER_ATTR, worker_id())
+    params: dict[str, Any] = {}
+    try:
+        hp = suggest(trial, ctx.space)
+        params = trial_params(hp, ctx.train, ctx.objective.name, trial.params)
+        result = _train(trial, ctx, hp)
+        state, reason = outcome(result)
+        value = objective_value(ctx.objective.name, result)
+        if state == "COMPLETE" and not math.isfinite(value):
+            raise FloatingPointError(f"objective_value is {value}")
+        details = {"reason": reason, "params": params, "result": result, "data": ctx.data}
+        ctx.recorder.submit(record_of(ctx, trial.number, state, start=start, **details))
+    except BaseException as error:
+        killed = isinstance(error, KeyboardInterrupt)
+        reason = "interrupted" if killed else f"{type(error).__name__}: {error}"
+        details = {"reason": reason, "killed": killed, "params": params, "start": start}
+        try:
+            ctx.recorder.submit(record_of(ctx, trial.number, "FAIL", **details))
+        finally:
+            trial.set_user_attr(REASON, reason)
+        raise
     if reason:
         trial.set_user_attr(REASON, reason)
-    label = f"{ctx.study_name} #{trial.number}"
-    ctx.recorder.submit(run_id, result, ctx.data, params, objective, label, _tags(state, reason))
     if result.diverged_at is not None:
         raise Diverged(reason)
-    if result.stopped_early:
+    if state == "PRUNED":
         raise optuna.TrialPruned(reason)
-    return objective_value(objective, result)
-
-
-def _tags(state: str, reason: str | None) -> dict[str, str]:
-    return {STATE: state} | ({REASON: reason} if reason else {})
+    return value
 
 
 def _spec(ctx: TrialContext, hp: Hyperparams) -> TrainSpec:

@@ -236,6 +236,21 @@ def running_trial(storage: str, name: str, cwd: Path | None = None, pid: int | N
     return None
 
 
+def trial_run(client, study, number: int):
+    """The MLflow run of trial `number` of `study`, found by its tags under the study run (a
+    trial's run is made after the trial ends, so no trial attribute names it); None if none."""
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    experiment = client.get_run(parent).info.experiment_id
+    runs = client.search_runs(
+        [experiment],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent}' and tags.`optuna.trial_number` = '{number}'"
+        ),
+    )
+    assert len(runs) <= 1, f"trial {number} has {len(runs)} runs"
+    return runs[0] if runs else None
+
+
 def tracking_client(uri: str, cwd: Path | None = None):
     from mlflow.tracking import MlflowClient
 
@@ -283,7 +298,6 @@ def assert_books(
     for t in finished:
         run = by_number.get(t.number)
         assert run is not None, f"trial {t.number} has no run"
-        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
         assert run.data.tags["optuna.state"] == t.state.name
         assert run.info.status == "FINISHED"
     return study, runs
