@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pipeline.settings import SweepSettings
 
 DIED = "worker died (heartbeat lost or process gone)"
+UNCLAIMED_AFTER_S = 30.0  # a worker names itself on its trial within moments of asking
 RecordFailed = Callable[[FrozenTrial, str], None]  # makes the run of a trial failed here
 
 with warnings.catch_warnings():
@@ -151,11 +152,17 @@ def _fail_stale(study: optuna.Study) -> list[FrozenTrial]:
     return failed
 
 
+def _unclaimed(trial: FrozenTrial) -> bool:
+    """A trial no worker took up (its process lost the storage right after asking for it)."""
+    started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+    return WORKER_ATTR not in trial.user_attrs and time.time() - started > UNCLAIMED_AFTER_S
+
+
 def _fail_dead_local(study: optuna.Study) -> list[FrozenTrial]:
-    """Fail (and retry) RUNNING trials whose worker on this host is gone."""
+    """Fail (and retry) RUNNING trials whose worker on this host is gone, or that none took."""
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _dead_local_worker(t):
+        if not (_dead_local_worker(t) or _unclaimed(t)):
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
@@ -197,7 +204,8 @@ def repair(
     closed = "; its run closed as KILLED" if record_failed is not None else ""
     done = [f"trial {t.number}: heartbeat stale; failed, retried{closed}" for t in stale]
     done += [
-        f"trial {t.number}: worker {t.user_attrs[WORKER_ATTR]} is gone; failed, retried{closed}"
+        f"trial {t.number}: worker {t.user_attrs.get(WORKER_ATTR, '(none took it)')} is gone; "
+        f"failed, retried{closed}"
         for t in dead
     ]
     for t in stale + dead if record_failed is not None else []:
@@ -245,9 +253,7 @@ def check_sweep(settings: SweepSettings, spool: Spool) -> int:
     from pipeline.study import make_storage, study_name
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    sent = send_waiting(spool, settings.tracking.outage_timeout, print)
-    if sent:
-        print(f"sent {sent} finished trials' records that were waiting in {spool.directory}")
+    send_waiting(spool, settings.tracking.outage_timeout, print)
     client = client_for(settings.tracking.uri)
     experiment = client.get_experiment_by_name(settings.tracking.experiment)
     storage = make_storage(settings.study)

@@ -155,7 +155,6 @@ def send_waiting(spool: Spool, patience: float, say: Callable[[str], None]) -> i
     waiting = spool.waiting()
     if not waiting:
         return 0
-    say(f"sending {len(waiting)} records waiting in {spool.directory} to MLflow")
     link, sent = Link(), 0
     for path in waiting:
         try:
@@ -164,6 +163,7 @@ def send_waiting(spool: Spool, patience: float, say: Callable[[str], None]) -> i
             raise
         except Exception as error:  # one refused record does not hold back the others
             say(f"warning: record {path.name} not sent: {first_line(error)}")
+    say(f"sent {sent} finished trials' records that were waiting in {spool.directory}")
     return sent
 
 

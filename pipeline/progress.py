@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from optuna.trial import FrozenTrial
 
 from pipeline.config import TrackingConfig, redact
-from pipeline.outage import TrackingOutage
+from pipeline.outage import TrackingOutage, first_line
 from pipeline.study import REASON
 
 if TYPE_CHECKING:
@@ -51,3 +51,8 @@ def failure_reason(trial: FrozenTrial, errors: dict[int, BaseException]) -> str:
     if error is not None:
         return f"{type(error).__name__}: {error}"
     return "Optuna failed it after the objective returned (no usable value)"
+
+
+def storage_away(error: BaseException) -> str:
+    """The line for an Optuna storage that stopped answering between trials (said once)."""
+    return f"the Optuna storage did not answer ({first_line(error)}); retrying"

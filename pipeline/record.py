@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -251,17 +251,20 @@ class BackgroundRecorder:
         """Seconds since MLflow stopped answering the recording process; 0 while it answers."""
         return self._link.outage()
 
-    def drain(self, patience: float = math.inf) -> int:
+    def drain(self, patience: float = math.inf, tick: Callable[[], object] | None = None) -> int:
         """Wait until MLflow has every record handed over; print and count the refused ones.
-        Raises TrackingOutage once MLflow has not answered for `patience` seconds."""
+        Raises TrackingOutage once MLflow has not answered for `patience` seconds; `tick` is
+        called while waiting (the sweep's progress line)."""
         while True:
             futures = [f for f, _ in self._pending]
-            if wait(futures, timeout=0.25).not_done == set():
+            if not wait(futures, timeout=0.25).not_done:
                 broken = [p for f, p in self._pending if _broken(f)]
                 if not broken:
                     break
                 self._pending = [(f, p) for f, p in self._pending if not _broken(f)]
                 self._pending += [(self._send(p), p) for p in broken]
+            if tick is not None:
+                tick()
             if self.outage() > patience:
                 raise TrackingOutage(self.spool.uri, self.outage(), self.spool.directory)
         failed = 0

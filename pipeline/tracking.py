@@ -34,6 +34,9 @@ for _name in ("alembic", "mlflow"):
 # urllib3's "Retrying ..." and MLflow's own retry warnings would repeat it per request.
 for _name in ("urllib3", "mlflow.utils.rest_utils", "mlflow.utils.request_utils"):
     logging.getLogger(_name).setLevel(logging.ERROR)
+# A database store that drops its connection logs a traceback before MLflow raises the error
+# the sweep handles (and retries) itself.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 # MLflow prints "🏃 View run ... at: <url>" to stdout each time a run on a server is closed.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -20,9 +21,9 @@ from tqdm import tqdm
 
 from pipeline import consistency, delivery, tracking
 from pipeline.config import ObjectiveConfig, redact
-from pipeline.outage import QUICK_S, TrackingOutage, patiently
+from pipeline.outage import QUICK_S, TrackingOutage, on_storage, patiently, steady_heartbeats
 from pipeline.parent import BASELINE_ATTR, ensure_parent_run, finalize
-from pipeline.progress import Watch, failure_reason
+from pipeline.progress import Watch, failure_reason, storage_away
 from pipeline.search import BASELINE, as_params, contains
 from pipeline.settings import SweepSettings
 from pipeline.spool import Spool
@@ -122,11 +123,8 @@ def prepare_study(
     runner calls it once before starting local workers so they never race to create things.
     """
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours to print
-    cfg, patience, spool = (
-        settings.study,
-        settings.tracking.outage_timeout,
-        Spool.of_sweep(settings.tracking.uri, settings.study.storage),
-    )
+    cfg, patience = settings.study, settings.tracking.outage_timeout
+    spool = Spool.of_sweep(settings.tracking.uri, cfg.storage)
     name = study_name(cfg.name, objective.name, n_objectives)
     study, created = open_study(
         make_storage(cfg),
@@ -137,6 +135,7 @@ def prepare_study(
     )
     # A resumed or parallel worker must not replay another's random stream: offset the seed.
     study.sampler = make_sampler(cfg, seed_offset=worker_index * 100_003 + len(study.trials))
+    steady_heartbeats(study)
     params = parent_params(settings, objective)
 
     def books() -> tuple[Any, str, str]:
@@ -146,9 +145,7 @@ def prepare_study(
 
     uri, say = settings.tracking.uri, tqdm.write
     client, experiment_id, parent = patiently(books, uri, patience, spool.directory, say)
-    sent = delivery.send_waiting(spool, patience, say)  # a rerun's first act: what waits
-    if sent:
-        say(f"sent {sent} finished trials' records that were waiting in {spool.directory}")
+    delivery.send_waiting(spool, patience, say)  # a rerun's first act: what waits
     if created and contains(settings.search, BASELINE):
         study.enqueue_trial(
             as_params(BASELINE), user_attrs={BASELINE_ATTR: True}, skip_if_exists=True
@@ -225,24 +222,29 @@ def _work(
             errors[trial.number] = error
             raise
 
-    done, name = finished_count(study), ctx.study_name
+    name = ctx.study_name
+    # The storage dropping its connections (a PostgreSQL restart) fails a trial inside the
+    # objective; between trials it is waited for, and a trial it orphaned is repaired.
+    say = lambda error: tqdm.write(f"{name}: {storage_away(error)}")  # noqa: E731
+    wait = partial(on_storage, study, on_first=say)
+    done = wait(partial(finished_count, study))
     bar = tqdm(
         total=cfg.n_trials, initial=done, desc=name, disable=not progress or None, leave=False
     )
     failures, finished = 0, []
+    callback = lambda _, t: finished.append(t)  # noqa: E731
     try:
-        while finished_count(study) < cfg.n_trials:
-            callback = lambda _, t: finished.append(t)  # noqa: E731
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[callback])
+        while done < cfg.n_trials:
+            wait(partial(study.optimize, objective, 1, catch=(Exception,), callbacks=[callback]))
             trial = finished.pop()
             failures = failures + 1 if trial.state == TrialState.FAIL else 0
-            best = _best(study)
+            best, done = wait(partial(_best, study)), wait(partial(finished_count, study))
             tqdm.write(trial_line(name, trial, best))
             note = watch.check(tqdm.write)
             bar.set_postfix_str(
                 ", ".join(filter(None, [f"best {best:.3e}" if best is not None else "", note]))
             )
-            bar.n = min(finished_count(study), cfg.n_trials)
+            bar.n = min(done, cfg.n_trials)
             bar.refresh()
             if failures >= cfg.max_failures:
                 raise TooManyFailures(
@@ -250,7 +252,7 @@ def _work(
                     f"(last: {failure_reason(trial, errors)}); stopping. "
                     "Fix the cause and rerun the same command to resume."
                 )
-            _repair(study, None, record_failed)
+            wait(partial(_repair, study, None, record_failed))
     finally:
         bar.close()
 
@@ -298,8 +300,8 @@ def run_study(
     try:
         watch = Watch(name, tracking_cfg, recorder)
         _work(study, ctx, cfg, watch, record_failed, progress)
-        running = _settle_others(study, cfg, record_failed)
-        recorder.drain(tracking_cfg.outage_timeout)
+        running = on_storage(study, partial(_settle_others, study, cfg, record_failed))
+        recorder.drain(tracking_cfg.outage_timeout, tick=lambda: watch.check(tqdm.write))
     except BaseException as error:
         _wind_down(error, study, client, parent, recorder, tracking_cfg.uri)
         raise
