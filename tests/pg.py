@@ -86,6 +86,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def wait_until(condition, timeout: float, what: str, interval: float = 0.2):
     """Poll `condition()` until it returns something truthy (returned) or fail at `timeout`."""
     deadline = time.monotonic() + timeout
@@ -100,8 +105,8 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.2):
 class MlflowServer:
     """`mlflow server` on a free port over a PostgreSQL database; `uri` is its http address."""
 
-    def __init__(self, database_name: str, artifacts: Path) -> None:
-        self.port = free_port()
+    def __init__(self, database_name: str, artifacts: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = artifacts.parent / f"mlflow-server-{self.port}.log"
         self._log_file = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
@@ -139,6 +144,13 @@ class MlflowServer:
         start = time.monotonic()
         wait_until(self._healthy, SERVER_START_TIMEOUT_S, "mlflow server /health", 0.25)
         self.started_in = time.monotonic() - start
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers (a crash, not a shutdown); the port is free after."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        wait_until(lambda: _port_free(self.port), 30, f"port {self.port} to close")
+        self._log_file.close()
 
     def stop(self) -> None:
         if self.process.poll() is None:
