@@ -53,11 +53,18 @@ def analyse(workdir: Path) -> None:
         for t in trials:
             states[t.state.name] += 1
         rows = []  # (key, train_seconds, epochs_run, trial_duration)
+        parent = study.user_attrs.get("mlflow_parent_run_id")
+        runs = client.search_runs(
+            [client.get_run(parent).info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+            max_results=50_000,
+        )
+        by_number = {r.data.tags.get("optuna.trial_number"): r for r in runs}  # runs by trial
         for t in trials:
-            run_id = t.user_attrs.get("mlflow_run_id")
-            if not run_id or not t.params:
+            run = by_number.get(str(t.number))
+            if run is None or not t.params:
                 continue
-            metrics = client.get_run(run_id).data.metrics
+            metrics = run.data.metrics
             if "train_seconds" not in metrics:
                 continue
             key = (t.params["n_layers"], t.params["activation"], t.params["optimizer"])
