@@ -52,6 +52,7 @@ BAD_INPUT = [
     (["data.x_min=2.0"], "data.x_max"),
     (["data.n_train=1"], "data.n_train"),
     (["study.storage=postgresql://"], "study.storage"),
+    (["tracking.outage_timeout=0"], "tracking.outage_timeout"),
 ]
 
 
