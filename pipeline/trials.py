@@ -8,7 +8,9 @@ the trial's state in `optuna.state` and is found by its tags (study run, `optuna
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,9 +96,9 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     """The Optuna objective: returns the validation error, or raises TrialPruned. Whatever
     happens, the finished trial's record is spooled before Optuna learns its state."""
     start = time.time()
-    trial.set_user_attr(WORKER_ATTR, worker_id())
     params: dict[str, Any] = {}
     try:
+        trial.set_user_attr(WORKER_ATTR, worker_id())
         hp = suggest(trial, ctx.space)
         params = trial_params(hp, ctx.train, ctx.objective.name, trial.params)
         result = _train(trial, ctx, hp)
@@ -110,9 +112,11 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
         killed = isinstance(error, KeyboardInterrupt)
         reason = "interrupted" if killed else f"{type(error).__name__}: {error}"
         details = {"reason": reason, "killed": killed, "params": params, "start": start}
-        try:
+        try:  # neither may replace the trial's own error (an interrupt must stay one)
             ctx.recorder.submit(record_of(ctx, trial.number, "FAIL", **details))
-        finally:
+        except Exception as lost:
+            print(f"warning: trial {trial.number} not recorded: {lost!r}", file=sys.stderr)
+        with contextlib.suppress(Exception):  # the storage may be what failed
             trial.set_user_attr(REASON, reason)
         raise
     if reason:
