@@ -203,11 +203,10 @@ def repair(
     stale, dead = _fail_stale(study), _fail_dead_local(study)
     closed = "; its run closed as KILLED" if record_failed is not None else ""
     done = [f"trial {t.number}: heartbeat stale; failed, retried{closed}" for t in stale]
-    done += [
-        f"trial {t.number}: worker {t.user_attrs.get(WORKER_ATTR, '(none took it)')} is gone; "
-        f"failed, retried{closed}"
-        for t in dead
-    ]
+    for t in dead:
+        worker = t.user_attrs.get(WORKER_ATTR)
+        why = f"worker {worker} is gone" if worker else "no worker took it up"
+        done.append(f"trial {t.number}: {why}; failed, retried{closed}")
     for t in stale + dead if record_failed is not None else []:
         record_failed(t, DIED)
     if client is not None:

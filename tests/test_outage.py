@@ -30,6 +30,7 @@ from pipeline.spool import Spool, TrialRecord, claimed, trial_record
 
 JOURNAL = "mlruns/optuna.journal"
 SPOOL = "mlruns/spool"
+KILLED = "; its run closed as KILLED"
 RETRY_NOISE = re.compile(r"Retrying \(|urllib3|Max retries|connectionpool|View run", re.I)
 
 
@@ -211,6 +212,25 @@ def test_a_failed_trial_always_names_its_reason():
     (trial,) = study.trials
     assert failure_reason(trial, {0: RuntimeError("boom")}) == "RuntimeError: boom"
     assert "unknown" not in failure_reason(trial, {})
+
+
+def test_a_trial_no_worker_took_up_is_failed_retried_and_recorded(monkeypatch):
+    """A worker that lost the storage right after asking leaves a RUNNING trial nobody runs."""
+    import optuna
+
+    from pipeline import consistency
+    from pipeline.study import worker_id
+
+    study = optuna.create_study()
+    orphan, mine = study.ask(), study.ask()
+    mine.set_user_attr("worker", worker_id())  # this live process runs it
+    monkeypatch.setattr(consistency, "UNCLAIMED_AFTER_S", 0.0)
+    recorded = []
+    lines = consistency.repair(study, None, lambda t, reason: recorded.append((t.number, reason)))
+    assert [t.state for t in study.trials[:2]] == [TrialState.FAIL, TrialState.RUNNING]
+    assert study.trials[2].state == TrialState.WAITING  # the retry
+    assert recorded == [(orphan.number, consistency.DIED)]
+    assert lines == [f"trial {orphan.number}: no worker took it up; failed, retried" + KILLED]
 
 
 # --- real servers: killed, restarted, never back ----------------------------------------------
