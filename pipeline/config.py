@@ -85,6 +85,9 @@ class TrackingConfig:
 
     uri: str = "sqlite:///mlruns/mlflow.db"
     experiment: str = "pipeline"
+    # How long MLflow may not answer before a sweep stops (exit 1, its records kept in the
+    # spool); trials go on training meanwhile.
+    outage_timeout: float = 300.0
 
 
 # --- readers: one per value kind, each raising ConfigError naming the full key ---------------
@@ -201,7 +204,9 @@ def read_tracking(section: Mapping[str, Any]) -> TrackingConfig:
     experiment = _get(section, "tracking", "experiment")[1]
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError("tracking.experiment", experiment, "must be a non-empty name")
-    return TrackingConfig(uri=uri, experiment=experiment)
+    defaults = {"outage_timeout": TrackingConfig.outage_timeout}
+    timeout = read_float({**defaults, **section}, "tracking", "outage_timeout", positive=True)
+    return TrackingConfig(uri=uri, experiment=experiment, outage_timeout=timeout)
 
 
 def redact(url: str) -> str:

@@ -23,6 +23,7 @@ PARENT_ATTR = "mlflow_parent_run_id"
 BEST_ALIAS = "best"  # models:/<study name>@best is the study's best model
 BASELINE_ATTR = "baseline"
 WAIT_FOR_CREATOR_S = 60.0
+WAIT_FOR_BEST_RUN_S = 10.0
 
 
 def _existing(client: MlflowClient, run_id: str | None) -> str | None:
@@ -96,7 +97,7 @@ def _params(params: Mapping[str, Any]):
 
 
 def summarize(study: optuna.Study) -> dict[str, Any]:
-    """Trial counts, the best trial (value, run id) and the baseline's value, from Optuna alone."""
+    """Trial counts, the best trial and value, and the baseline's value, from Optuna alone."""
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: 0 for s in optuna.trial.TrialState}
     for t in trials:
@@ -107,18 +108,32 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
     except ValueError:
         best = None
     if best is not None:
-        best_run = best.user_attrs.get("mlflow_run_id", "")
-        summary |= {"best_value": best.value, "best_trial": best, "best_run_id": best_run}
+        summary |= {"best_value": best.value, "best_trial": best}
     baseline = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) and t.value is not None]
     if baseline:
         summary["baseline_value"] = baseline[0].value
     return summary
 
 
+def best_run_id(client: MlflowClient, parent_run_id: str, number: int) -> str | None:
+    """The run of the best trial, found by its tags; waits briefly for one another worker's
+    recorder may still be sending (its trial finished, its record not yet in MLflow)."""
+    from pipeline.delivery import find_trial_run
+
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    deadline = time.monotonic() + WAIT_FOR_BEST_RUN_S
+    while True:
+        run = find_trial_run(client, experiment_id, parent_run_id, number)
+        if run is not None or time.monotonic() >= deadline:
+            return run.info.run_id if run is not None else None
+        time.sleep(0.5)  # polling MLflow for a run another process is creating
+
+
 def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> dict[str, Any]:
     """Best value and trial, trial counts, study plots and the best model; the run is FINISHED.
 
-    Idempotent: any worker that sees the study done may call it. Returns `summarize(study)`.
+    Idempotent: any worker that sees the study done may call it. Returns `summarize(study)`
+    plus `best_run_id`, the best trial's run (also the study run's tag).
     """
     from pipeline.model import build_model
     from pipeline.record import load_weights
@@ -128,9 +143,13 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
     tags: dict[str, str] = {}
     best = summary.get("best_trial")
     if best is not None:
-        best_run = summary["best_run_id"]
+        best_run = best_run_id(client, parent_run_id, best.number)
         metrics["best_value"] = float(best.value)
-        tags = {"best_trial_number": str(best.number), "best_run_id": best_run}
+        tags = {"best_trial_number": str(best.number)}
+        if best_run is None:
+            print(f"warning: the best trial #{best.number} has no run yet", file=sys.stderr)
+        else:
+            summary["best_run_id"] = tags["best_run_id"] = best_run
         if best_run and client.get_run(best_run).data.tags.get("pipeline.model") != "logged":
             params = best.params
             hidden = [params[f"units_l{i}"] for i in range(params["n_layers"])]

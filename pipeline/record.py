@@ -7,18 +7,17 @@ Imports no TensorFlow: a sweep records its trials from a separate process that n
 from __future__ import annotations
 
 import atexit
-import functools
 import itertools
 import math
 import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -27,11 +26,17 @@ from pipeline import tracking
 from pipeline.config import ObjectiveConfig
 from pipeline.data import Dataset
 from pipeline.objectives import get as get_objective
+from pipeline.outage import TrackingOutage
 from pipeline.plots import Truth, save_run_plots
 from pipeline.problems import EXPR, Problem
 from pipeline.results import TrainResult
+from pipeline.spool import Spool, TrialRecord
+
+if TYPE_CHECKING:
+    from pipeline.delivery import Link
 
 WEIGHTS_ARTIFACT = "weights/weights.npz"
+_LINK: Link  # the recording process's view of how MLflow answers (set at its start)
 
 
 def run_params(
@@ -106,8 +111,11 @@ def record_training(
     objective: ObjectiveConfig,
     label: str,
     tags: Mapping[str, str] | None = None,
+    timestamp: int | None = None,
 ) -> dict[str, float]:
-    """Log a trained network into `run_id` (one metric batch, one upload); return the finals."""
+    """Log a trained network into `run_id` (one metric batch, one upload); return the finals.
+
+    With a fixed `timestamp` (ms) logging it again adds nothing: MLflow drops exact repeats."""
     final = final_metrics(objective, result)
     tracking.log_training(
         client,
@@ -118,6 +126,7 @@ def record_training(
         final,
         final_step=result.epochs_run,
         tags=tags,
+        timestamp=timestamp,
     )
     with tracking.scratch_dir() as scratch:
         root = Path(scratch)
@@ -160,36 +169,15 @@ def load_weights(client: MlflowClient, run_id: str) -> list[np.ndarray]:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
 
-def record_run(
-    tracking_uri: str,
-    run_id: str,
-    result: TrainResult,
-    data: Dataset,
-    params: Mapping[str, Any],
-    objective: ObjectiveConfig,
-    label: str,
-    tags: Mapping[str, str],
-) -> None:
-    """Record a finished trial into its run and close it: FINISHED, or FAILED if recording fails."""
-    client = _client(tracking_uri)
-    try:
-        record_training(client, run_id, result, data, params, objective, label, tags)
-    except BaseException:
-        tracking.end_run(client, run_id, "FAILED")
-        raise
-    tracking.end_run(client, run_id)
-
-
-@functools.cache
-def _client(tracking_uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
-def recorder_process_init(parent_pid: int) -> None:
+def recorder_process_init(parent_pid: int, link: Link) -> None:
     """Start of the recording process: Ctrl-C is the sweep's to handle, so recordings already
     queued still finish; and it dies with its sweep process, even one killed with SIGKILL
-    (before this ran, too: its imports take seconds), instead of lingering."""
+    (before this ran, too: its imports take seconds), instead of lingering. It retries
+    itself (`pipeline.delivery`), so MLflow's own HTTP retries would only delay that."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    global _LINK
+    _LINK = link
     # Its last recording is committed when it is told to stop; tearing down the interpreter
     # (matplotlib, MLflow, SQLAlchemy) would only keep the sweep waiting ~0.6 s.
     atexit.register(_exit_now)
@@ -205,7 +193,9 @@ def recorder_process_init(parent_pid: int) -> None:
 
 
 def _warm_up(tracking_uri: str, data: Dataset, epochs: int) -> None:
-    _client(tracking_uri).search_experiments(max_results=1)
+    from pipeline.delivery import client_for
+
+    client_for(tracking_uri).search_experiments(max_results=1)
     with tracking.scratch_dir() as scratch:
         steps = np.array([1, epochs])
         save_run_plots(
@@ -226,15 +216,14 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def _here(args: tuple) -> Future:
-    """`record_run(*args)` in this process, as a finished future."""
-    future: Future = Future()
-    try:
-        record_run(*args)
-        future.set_result(None)
-    except Exception as error:
-        future.set_exception(error)
-    return future
+def _deliver(spool: Spool, path: Path) -> bool:
+    """In the recording process: send one spooled record, retrying until it is in MLflow."""
+    from pipeline.delivery import deliver
+
+    return deliver(spool, path, _LINK)
+
+
+MAX_RESTARTS = 3  # a recording process that keeps dying is a broken environment, not bad luck
 
 
 class BackgroundRecorder:
@@ -242,57 +231,88 @@ class BackgroundRecorder:
 
     A trial's recording (plots, the metric batch, the artifact upload, closing the run) is
     Python that holds the GIL; in the training process it stalled the trainer between its
-    compiled chunks. Here the trainer only hands over the result. Tasks run in order; if the
-    process dies, what it had not recorded is recorded here instead. One recorder serves a
-    sweep's studies in turn; call `drain` before reading runs back, `close` when done.
+    compiled chunks. Here `submit` only writes the record to the spool and hands its path over.
+    The process sends records in order, retrying while MLflow does not answer (the sweep reads
+    `waiting` and `outage`); a record stays in the spool until MLflow has it. A process that
+    dies is replaced. One recorder serves a sweep's studies in turn; `drain` before reading
+    runs back, `close` when done (leaving the block by an exception abandons what waits).
     """
 
-    def __init__(self, tracking_uri: str) -> None:
-        self._uri = tracking_uri
-        self._pool = ProcessPoolExecutor(
+    def __init__(self, spool: Spool) -> None:
+        from pipeline.delivery import Link
+
+        self.spool = spool
+        self._link = Link()
+        self._restarts = 0
+        self._pool = self._start()
+        self._pending: list[tuple[Future, Path]] = []
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=recorder_process_init,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self._link),
         )
-        self._pending: list[tuple[Future, tuple]] = []
+
+    def _send(self, path: Path) -> Future:
+        try:
+            return self._pool.submit(_deliver, self.spool, path)
+        except BrokenProcessPool:
+            if self._restarts >= MAX_RESTARTS:
+                raise
+            self._restarts += 1
+            self._pool = self._start()
+            return self._pool.submit(_deliver, self.spool, path)
 
     def warm_up(self, data: Dataset, epochs: int) -> Future:
         """Start the process now, while the first trial trains: its imports, the store's
         connection and the plots' shared axes for `data` and `epochs` are then ready."""
-        return self._pool.submit(_warm_up, self._uri, data, epochs)
+        return self._pool.submit(_warm_up, self.spool.uri, data, epochs)
 
-    def submit(
-        self,
-        run_id: str,
-        result: TrainResult,
-        data: Dataset,
-        params: Mapping[str, Any],
-        objective: ObjectiveConfig,
-        label: str,
-        tags: Mapping[str, str],
-    ) -> None:
-        """Queue the recording of `run_id`; a failure is reported at `drain`, not raised here."""
-        args = (self._uri, run_id, result, data, dict(params), objective, label, dict(tags))
-        self._pending = [(f, a) for f, a in self._pending if not f.done() or f.exception()]
-        try:
-            future = self._pool.submit(record_run, *args)
-        except BrokenProcessPool:
-            future = _here(args)
-        self._pending.append((future, args))
+    def submit(self, record: TrialRecord) -> None:
+        """Spool `record`, then queue its sending; a refusal is reported at `drain`."""
+        path = self.spool.write(record)
+        self._pending = [(f, p) for f, p in self._pending if not f.done() or f.exception()]
+        self._pending.append((self._send(path), path))
 
-    def drain(self) -> int:
-        """Wait for every queued recording; print and count the ones that failed."""
+    def waiting(self) -> int:
+        """Records handed over that MLflow does not have yet."""
+        return sum(not f.done() for f, _ in self._pending)
+
+    def outage(self) -> float:
+        """Seconds since MLflow stopped answering the recording process; 0 while it answers."""
+        return self._link.outage()
+
+    def drain(self, patience: float = math.inf, tick: Callable[[], object] | None = None) -> int:
+        """Wait until MLflow has every record handed over; print and count the refused ones.
+        Raises TrackingOutage once MLflow has not answered for `patience` seconds; `tick` is
+        called while waiting (the sweep's progress line)."""
+        while True:
+            futures = [f for f, _ in self._pending]
+            if not wait(futures, timeout=0.25).not_done:
+                broken = [p for f, p in self._pending if _broken(f)]
+                if not broken:
+                    break
+                self._pending = [(f, p) for f, p in self._pending if not _broken(f)]
+                self._pending += [(self._send(p), p) for p in broken]
+            if tick is not None:
+                tick()
+            if self.outage() > patience:
+                raise TrackingOutage(self.spool.uri, self.outage(), self.spool.directory)
         failed = 0
-        for future, args in self._pending:
-            error = future.exception()
-            if isinstance(error, BrokenProcessPool):  # the process died before this one
-                error = _here(args).exception()
-            if error is not None:
+        for future, path in self._pending:
+            if future.exception() is not None:
                 failed += 1
-                print(f"warning: recording run {args[1]} failed: {error!r}", file=sys.stderr)
+                print(f"warning: trial record {path.name}: {future.exception()}", file=sys.stderr)
         self._pending = []
         return failed
+
+    def abandon(self) -> None:
+        """Stop at once: what was not sent stays in the spool for the next start to send."""
+        self._link.stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        wait([f for f, _ in self._pending], timeout=5)  # the record being sent, if any
 
     def close(self) -> None:
         """Drain, then stop the process. Interrupted meanwhile, it stops the process at once: a
@@ -310,5 +330,12 @@ class BackgroundRecorder:
     def __enter__(self) -> BackgroundRecorder:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abandon()
+
+
+def _broken(future: Future) -> bool:
+    return future.done() and isinstance(future.exception(), BrokenProcessPool)

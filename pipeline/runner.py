@@ -1,7 +1,8 @@
 """Running a sweep: preflight checks, local worker processes, signals, and the final summary.
 
-Exit codes: 0 done, 1 stopped after too many failures (or `check` found orphans), 2 bad input,
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM). An interrupted sweep resumes when rerun.
+Exit codes: 0 done, 1 stopped after too many failures or a tracking outage longer than
+`tracking.outage_timeout` (or `check` found orphans), 2 bad input, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM). A stopped sweep resumes when rerun: it first sends what its spool holds.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from pipeline.study import study_name
 
 if TYPE_CHECKING:
     from pipeline.record import BackgroundRecorder
+    from pipeline.spool import Spool
     from pipeline.worker import StudyOutcome
 
 CONNECT_TIMEOUT_S = 5
+OUTAGE_EXIT = 3  # a worker process stopped by a tracking outage (the sweep exits 1)
 
 
 def _reachable_database(url: str, key: str) -> None:
@@ -76,11 +79,17 @@ def preflight(settings: SweepSettings) -> None:
             )
 
 
+def _spool(settings: SweepSettings) -> Spool:
+    from pipeline.spool import Spool
+
+    return Spool.of_sweep(settings.tracking.uri, settings.study.storage)
+
+
 def _recorder(settings: SweepSettings) -> BackgroundRecorder:
     """The process that records this process's finished trials, for all its studies in turn."""
     from pipeline.record import BackgroundRecorder
 
-    return BackgroundRecorder(settings.tracking.uri)
+    return BackgroundRecorder(_spool(settings))
 
 
 def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: Any) -> None:
@@ -91,6 +100,7 @@ def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: An
     closes its books (study plots, best model), so the sweep process never needs TensorFlow.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for us
+    from pipeline.outage import TrackingOutage
     from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
 
     raise_on_sigterm()
@@ -112,6 +122,8 @@ def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: An
     except TooManyFailures as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1
+    except TrackingOutage:
+        code = OUTAGE_EXIT  # the sweep process says it once for all workers
     cli.exit_now(code)
 
 
@@ -145,61 +157,20 @@ def _run_workers(settings: SweepSettings) -> int:
         for w in workers:
             w.join()
         if isinstance(error, KeyboardInterrupt) and prepared.is_set():
-            _close_parents(settings, "KILLED")
+            from pipeline import closing
+
+            closing.close_parents(settings, "KILLED")
         raise
     finally:
         codes = [w.exitcode for w in workers]
         # Free the counters' semaphores now: the sweep exits without interpreter teardown.
         del workers, working, prepared
+    if OUTAGE_EXIT in codes:
+        from pipeline.outage import TrackingOutage
+
+        cfg = settings.tracking
+        raise TrackingOutage(cfg.uri, cfg.outage_timeout, _spool(settings).directory)
     return 1 if any(c == 1 for c in codes) else 0
-
-
-def _close_parents(settings: SweepSettings, status: str) -> None:
-    """After the workers stopped: close leftovers and end each study's parent run as `status`."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from pipeline import consistency, tracking
-    from pipeline.parent import PARENT_ATTR
-    from pipeline.study import make_storage
-
-    client, _ = tracking.connect(settings.tracking)
-    storage = make_storage(settings.study)
-    for objective in settings.objectives:
-        name = study_name(settings.study.name, objective.name, len(settings.objectives))
-        study = optuna.load_study(study_name=name, storage=storage)
-        consistency.repair(study, client)
-        parent = study.user_attrs.get(PARENT_ATTR)
-        if parent and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            tracking.end_run(client, parent, status)
-
-
-def _outcomes(settings: SweepSettings) -> list[StudyOutcome]:
-    """After the workers: each study's summary; a study whose books a worker could not close
-    (it died) is finalised here, the one case where this process needs TensorFlow."""
-    import optuna
-
-    from pipeline import tracking
-    from pipeline.parent import PARENT_ATTR, summarize
-    from pipeline.study import make_storage
-    from pipeline.worker import StudyOutcome, run_study
-
-    client, experiment_id = tracking.connect(settings.tracking)
-    storage = make_storage(settings.study)
-    outcomes = []
-    for objective in settings.objectives:
-        name = study_name(settings.study.name, objective.name, len(settings.objectives))
-        study = optuna.load_study(study_name=name, storage=storage)
-        parent = study.user_attrs.get(PARENT_ATTR, "")
-        if parent and client.get_run(parent).info.status == "FINISHED":
-            summary = summarize(study)
-            outcomes.append(StudyOutcome(objective.name, name, parent, experiment_id, summary))
-            continue
-        cli.import_tensorflow_quietly()
-        with _recorder(settings) as idle:  # never started: there is nothing to record
-            n = len(settings.objectives)
-            outcomes.append(run_study(settings, objective, n, idle, progress=False))
-    return outcomes
 
 
 def print_summary(
@@ -247,6 +218,7 @@ def run_sweep(settings: SweepSettings) -> int:
         cli.fail(error)
     if settings.study.n_workers == 1:  # with more, only the worker processes train
         cli.import_tensorflow_quietly()
+    from pipeline.outage import TrackingOutage
     from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
 
     raise_on_sigterm()
@@ -259,7 +231,9 @@ def run_sweep(settings: SweepSettings) -> int:
             code = _run_workers(settings)
             if code:
                 return code
-            outcomes = _outcomes(settings)
+            from pipeline import closing
+
+            outcomes = closing.outcomes(settings, _recorder)
         else:
             with _recorder(settings) as recorder:
                 outcomes = [run_study(settings, o, n, recorder) for o in settings.objectives]
@@ -268,11 +242,16 @@ def run_sweep(settings: SweepSettings) -> int:
     except TooManyFailures as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except TrackingOutage as error:
+        print(f"error: {error.line(_spool(settings).count())}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as error:
         code = 143 if isinstance(error, Terminated) else 130
+        waiting = _spool(settings).count()
+        spooled = f" ({waiting} records wait in {_spool(settings).directory})" if waiting else ""
         print(
             "\ninterrupted: the running trial was failed and its run closed as KILLED; "
-            "rerun the same command to resume.",
+            f"rerun the same command to resume{spooled}.",
             file=sys.stderr,
         )
         return code
@@ -283,34 +262,13 @@ def run_sweep(settings: SweepSettings) -> int:
 
 
 def run_check(settings: SweepSettings) -> int:
-    """Compare each study with its MLflow runs; 0 when consistent, 1 when orphans were found."""
-    import optuna
-    from mlflow.tracking import MlflowClient
+    """Send what the spool holds, then compare each study with its MLflow runs: 0 when they
+    agree, 1 when orphans were found (or MLflow did not answer)."""
+    from pipeline.consistency import check_sweep
+    from pipeline.outage import TrackingOutage
 
-    from pipeline import consistency
-    from pipeline.parent import PARENT_ATTR
-    from pipeline.study import make_storage
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    client = MlflowClient(tracking_uri=settings.tracking.uri)
-    experiment = client.get_experiment_by_name(settings.tracking.experiment)
-    storage = make_storage(settings.study)
-    clean = True
-    for objective in settings.objectives:
-        name = study_name(settings.study.name, objective.name, len(settings.objectives))
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            print(f"{name}: no such study")
-            continue
-        parent = study.user_attrs.get(PARENT_ATTR)
-        if experiment is None or parent is None:
-            print(f"{name}: no MLflow study run recorded")
-            clean = False
-            continue
-        found = consistency.check(study, client, experiment.experiment_id, parent)
-        print(f"{name}: {'consistent' if found.clean else 'INCONSISTENT'}")
-        for line in found.lines():
-            print(f"  {line}")
-        clean = clean and found.clean
-    return 0 if clean else 1
+    try:
+        return check_sweep(settings, _spool(settings))
+    except TrackingOutage as error:
+        print(f"error: {error.line(_spool(settings).count())}", file=sys.stderr)
+        return 1

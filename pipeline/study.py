@@ -25,7 +25,6 @@ from pipeline.config import ConfigError, read_int, redact
 
 # What a trial carries: its run id and worker (Optuna user attrs), its state as a run tag, and
 # why it failed or was pruned (both).
-RUN_ID_ATTR = "mlflow_run_id"
 WORKER_ATTR = "worker"
 STATE, REASON = "optuna.state", "failure_reason"
 

@@ -33,6 +33,15 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 for _name in ("alembic", "mlflow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# While a tracking server is away the sweep says so once (pipeline.outage, pipeline.delivery);
+# urllib3's "Retrying ..." and MLflow's own retry warnings would repeat it per request.
+for _name in ("urllib3", "mlflow.utils.rest_utils", "mlflow.utils.request_utils"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+# A database store that drops its connection logs a traceback before MLflow raises the error
+# the sweep handles (and retries) itself.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+# MLflow prints "🏃 View run ... at: <url>" to stdout each time a run on a server is closed.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -92,13 +101,15 @@ def log_training(
     final: Mapping[str, float],
     final_step: int,
     tags: Mapping[str, str] | None = None,
+    timestamp: int | None = None,
 ) -> None:
     """Params, the loss history, validation errors per report and final metrics: one batch.
 
     `history` is (epochs, loss); `reports` yields (epoch, val_value_mse, val_deriv_mse); every
     key in `final` is logged at `final_step`, so the UI's latest value is the final one.
+    `timestamp` (ms, default now) stamps every metric.
     """
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if timestamp is None else timestamp
     reports = list(reports)
     metrics = _metrics("loss", history[0], history[1], now)
     reported = [r for r in reports if r[0] != final_step]

@@ -3,24 +3,24 @@
 A worker asks Optuna for trials while it has free slots (TPE's constant liar keeps concurrent
 asks apart), trains them together in one compiled graph per layout (`pipeline.trainer`), reports
 every slot's validation error at each chunk and stops the slots the pruner prunes, and refills a
-finished slot with a newly asked trial. Optuna and MLflow tell the same story: each trial is a
-child run of its study run, its state mirrored in the run's `optuna.state` tag, the run id kept
-on the trial (`mlflow_run_id`); a trial that ends by error or interrupt closes its run FAILED
-or KILLED before the error goes on.
+finished slot with a newly asked trial. Training and Optuna never wait on MLflow: a finished
+trial (COMPLETE, PRUNED or FAIL, an interrupt included) becomes one `TrialRecord`
+(`pipeline.spool`) before Optuna learns its state, and the recorder turns it into the trial's
+child run of its study run whenever the tracking store can take it (found by its tags).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
-from mlflow.entities import RunTag
-from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline.config import ObjectiveConfig, TrainConfig
 from pipeline.data import Dataset
 from pipeline.layout import Layout
@@ -29,7 +29,8 @@ from pipeline.objectives import get as get_objective
 from pipeline.record import BackgroundRecorder, objective_value, run_params
 from pipeline.results import TrainResult
 from pipeline.search import Hyperparams, SearchSpace, layouts, suggest
-from pipeline.study import FINISHED, REASON, RUN_ID_ATTR, STATE, WORKER_ATTR, worker_id
+from pipeline.spool import TrialRecord, trial_record
+from pipeline.study import FINISHED, REASON, WORKER_ATTR, worker_id
 from pipeline.trainer import Population, TrainSpec
 
 
@@ -37,7 +38,6 @@ from pipeline.trainer import Population, TrainSpec
 class TrialContext:
     """What every trial of one study shares."""
 
-    client: MlflowClient
     experiment_id: str
     parent_run_id: str
     study_name: str
@@ -61,13 +61,27 @@ def outcome(result: TrainResult) -> tuple[str, str | None]:
     return "COMPLETE", None
 
 
+def record_of(ctx: TrialContext, number: int, state: str, **details: Any) -> TrialRecord:
+    """`trial_record` for trial `number` of this context's study (see its keyword arguments)."""
+    return trial_record(
+        experiment_id=ctx.experiment_id,
+        parent_run_id=ctx.parent_run_id,
+        study_name=ctx.study_name,
+        number=number,
+        objective=ctx.objective.name,
+        state=state,
+        deriv_weight=ctx.objective.deriv_weight,
+        **details,
+    )
+
+
 @dataclass
 class _Flight:
-    """A trial this worker asked for and has not told yet, and its MLflow run."""
+    """A trial this worker asked for and has not told yet."""
 
     trial: optuna.Trial
-    hp: Hyperparams
-    run_id: str
+    hp: Hyperparams | None
+    params: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
 
@@ -168,29 +182,26 @@ def _fill(
         try:
             hp = suggest(trial, ctx.space)
         except Exception as error:  # a sampler's failure fails this trial, not the sweep
-            yield _fail(study, ctx, _Flight(trial, None, _start_run(ctx, trial)), error)
+            yield _fail(study, ctx, _Flight(trial, None), error)
             continue
-        flight = _Flight(trial, hp, _start_run(ctx, trial))
+        flight = _Flight(trial, hp, _params(ctx, hp, trial))
         if not slots.place(flight):
             waiting.append(flight)
 
 
-def _start_run(ctx: TrialContext, trial: optuna.Trial) -> str:
-    run_id = tracking.start_run(
-        ctx.client,
-        ctx.experiment_id,
-        name=f"{ctx.study_name}-{trial.number:04d}",
-        tags={
-            tracking.ROLE: "trial",
-            tracking.OBJECTIVE: ctx.objective.name,
-            "optuna.study_name": ctx.study_name,
-            "optuna.trial_number": str(trial.number),
-            STATE: "RUNNING",
-        },
-        parent_run_id=ctx.parent_run_id,
+def _params(ctx: TrialContext, hp: Hyperparams, trial: optuna.Trial) -> dict[str, Any]:
+    """The params a trial's run carries: the uniform ones plus the sampled per-layer widths."""
+    params = run_params(
+        hp.hidden,
+        hp.activation,
+        hp.optimizer,
+        hp.learning_rate,
+        ctx.train.epochs,
+        ctx.train.seed,
+        ctx.objective.name,
+        ctx.data.problem,
     )
-    trial.set_user_attr(RUN_ID_ATTR, run_id)
-    return run_id
+    return params | {k: v for k, v in trial.params.items() if k.startswith("units_l")}
 
 
 def _heartbeat(study: optuna.Study, slots: _Slots) -> None:
@@ -206,46 +217,30 @@ def _heartbeat(study: optuna.Study, slots: _Slots) -> None:
 
 
 def _finish(study: optuna.Study, ctx: TrialContext, flight: _Flight, result: TrainResult):
-    """Record and tell a trained trial: COMPLETE with its value, or PRUNED (pruned, diverged)."""
-    trial, hp = flight.trial, flight.hp
+    """Spool and tell a trained trial: COMPLETE with its value, or PRUNED (pruned, diverged)."""
+    trial = flight.trial
     state, reason = outcome(result)
     value = objective_value(ctx.objective, result)
     if state == "COMPLETE" and not math.isfinite(value):
         return _fail(study, ctx, flight, FloatingPointError(f"objective_value is {value}"))
-    params = run_params(
-        hp.hidden,
-        hp.activation,
-        hp.optimizer,
-        hp.learning_rate,
-        ctx.train.epochs,
-        ctx.train.seed,
-        ctx.objective.name,
-        ctx.data.problem,
-    )
-    params |= {k: v for k, v in trial.params.items() if k.startswith("units_l")}
+    details = {"reason": reason, "params": flight.params, "result": result, "data": ctx.data}
+    ctx.recorder.submit(record_of(ctx, trial.number, state, start=flight.started, **details))
     if reason:
         trial.set_user_attr(REASON, reason)
-    label = f"{ctx.study_name} #{trial.number}"
-    tags = _tags(state, reason)
-    ctx.recorder.submit(flight.run_id, result, ctx.data, params, ctx.objective, label, tags)
     if state == "COMPLETE":
         return study.tell(trial, value)
     return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 
 def _fail(study: optuna.Study, ctx: TrialContext, flight: _Flight, error: BaseException):
-    """Close the run of a trial that ended by an error or interrupt and tell Optuna FAIL."""
+    """Spool a trial that ended by an error or interrupt and tell Optuna FAIL, the reason named."""
     killed = isinstance(error, KeyboardInterrupt | GeneratorExit)
     reason = "interrupted" if killed else f"{type(error).__name__}: {error}"
-    flight.trial.set_user_attr(REASON, reason)
-    try:
-        tags = [RunTag(k, v) for k, v in _tags("FAIL", reason).items()]
-        ctx.client.log_batch(flight.run_id, tags=tags, synchronous=True)
-        tracking.end_run(ctx.client, flight.run_id, "KILLED" if killed else "FAILED")
-    finally:
-        told = study.tell(flight.trial, state=optuna.trial.TrialState.FAIL)
-    return told
-
-
-def _tags(state: str, reason: str | None) -> dict[str, str]:
-    return {STATE: state} | ({REASON: reason} if reason else {})
+    details = {"reason": reason, "killed": killed, "params": flight.params, "start": flight.started}
+    try:  # neither may replace the trial's own error (an interrupt must stay one)
+        ctx.recorder.submit(record_of(ctx, flight.trial.number, "FAIL", **details))
+    except Exception as lost:
+        print(f"warning: trial {flight.trial.number} not recorded: {lost!r}", file=sys.stderr)
+    with contextlib.suppress(Exception):  # the storage may be what failed
+        flight.trial.set_user_attr(REASON, reason)
+    return study.tell(flight.trial, state=optuna.trial.TrialState.FAIL)

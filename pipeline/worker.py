@@ -1,8 +1,10 @@
 """One worker's share of a study: ask for trials until the study has `n_trials` finished.
 
 Any number of workers (processes here or on other machines) may run this on the same study;
-each asks for its next trial as soon as the last one ends. Interrupts end the running trial
-(FAIL in Optuna, KILLED in MLflow) and propagate; a rerun resumes the study.
+each asks for its next trial as soon as the last one ends. Finished trials go to the recorder
+(and its spool), so a tracking-server outage stops no trial: the sweep says so once, and stops
+cleanly only after `tracking.outage_timeout`. Interrupts end the running trial (FAIL in Optuna,
+KILLED in MLflow) and propagate; a rerun sends what the spool holds and resumes the study.
 """
 
 from __future__ import annotations
@@ -12,22 +14,22 @@ import math
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from pipeline import consistency, tracking
+from pipeline import consistency, delivery, tracking
 from pipeline.config import ObjectiveConfig, redact
+from pipeline.outage import QUICK_S, TrackingOutage, on_storage, patiently, steady_heartbeats
 from pipeline.parent import BASELINE_ATTR, ensure_parent_run, finalize
+from pipeline.progress import Watch, failure_reason, storage_away
 from pipeline.search import BASELINE, as_params, contains
 from pipeline.settings import SweepSettings
+from pipeline.spool import Spool
 from pipeline.study import (
-    REASON,
-    RUN_ID_ATTR,
-    STATE,
-    WORKER_ATTR,
     StudyConfig,
     finished_count,
     make_pruner,
@@ -35,11 +37,11 @@ from pipeline.study import (
     make_storage,
     open_study,
     study_name,
-    worker_id,
 )
 
 if TYPE_CHECKING:
     from pipeline.record import BackgroundRecorder
+    from pipeline.trials import TrialContext
 
 
 @dataclass
@@ -117,13 +119,15 @@ def _best(study: optuna.Study) -> float | None:
 def prepare_study(
     settings: SweepSettings, objective: ObjectiveConfig, n_objectives: int, worker_index: int = 0
 ) -> tuple[optuna.Study, Any, str, str]:
-    """Open (or create) the study and its parent run, enqueue the baseline, repair leftovers.
+    """Open (or create) the study and its parent run, send what the spool holds, enqueue the
+    baseline, repair leftovers.
 
     Returns (study, client, experiment_id, parent_run_id). Safe to call from any worker; the
     runner calls it once before starting local workers so they never race to create things.
     """
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours to print
-    cfg = settings.study
+    cfg, patience = settings.study, settings.tracking.outage_timeout
+    spool = Spool.of_sweep(settings.tracking.uri, cfg.storage)
     name = study_name(cfg.name, objective.name, n_objectives)
     study, created = open_study(
         make_storage(cfg),
@@ -134,24 +138,38 @@ def prepare_study(
     )
     # A resumed or parallel worker must not replay another's random stream: offset the seed.
     study.sampler = make_sampler(cfg, seed_offset=worker_index * 100_003 + len(study.trials))
-    client, experiment_id = tracking.connect(settings.tracking)
+    steady_heartbeats(study)
     params = parent_params(settings, objective)
-    parent = ensure_parent_run(study, created, client, experiment_id, objective.name, params)
+
+    def books() -> tuple[Any, str, str]:
+        client, experiment_id = tracking.connect(settings.tracking)
+        parent = ensure_parent_run(study, created, client, experiment_id, objective.name, params)
+        return client, experiment_id, parent
+
+    uri, say = settings.tracking.uri, tqdm.write
+    client, experiment_id, parent = patiently(books, uri, patience, spool.directory, say)
+    delivery.send_waiting(spool, patience, say)  # a rerun's first act: what waits
     if created and contains(settings.search, BASELINE):
         study.enqueue_trial(
             as_params(BASELINE), user_attrs={BASELINE_ATTR: True}, skip_if_exists=True
         )
-    _repair(study, client)
+
+    def record_failed(t: FrozenTrial, reason: str) -> None:
+        record = consistency.failed_record(name, experiment_id, parent, objective.name, t, reason)
+        delivery.send_now(spool, record, patience)
+
+    repair = lambda: _repair(study, client, record_failed)  # noqa: E731
+    patiently(repair, uri, patience, spool.directory, say)
     return study, client, experiment_id, parent
 
 
-def _repair(study: optuna.Study, client: Any, settled: set[int] | None = None) -> None:
-    for line in consistency.repair(study, client, settled):
+def _repair(study: optuna.Study, client: Any, record_failed: Any = None) -> None:
+    for line in consistency.repair(study, client, record_failed):
         tqdm.write(f"{study.study_name}: repaired {line}")
 
 
 def _settle_others(
-    study: optuna.Study, client: Any, settled: set[int], cfg: StudyConfig
+    study: optuna.Study, cfg: StudyConfig, record_failed: Any
 ) -> list[optuna.trial.FrozenTrial]:
     """Trials other workers still run once ours are done; a dead worker's are failed first.
 
@@ -162,25 +180,78 @@ def _settle_others(
     patience = cfg.grace_period + 2 * cfg.heartbeat_interval if cfg.is_rdb else 0
     deadline = time.monotonic() + patience
     while True:
-        _repair(study, client, settled)
+        _repair(study, None, record_failed)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running or time.monotonic() >= deadline:
             return running
         time.sleep(cfg.heartbeat_interval)  # polling for another process's heartbeat to lapse
 
 
-def _close_own_runs(study: optuna.Study, client: Any) -> None:
-    """Close runs of this process's failed trials still RUNNING (an interrupt that landed
-    between the run's start and the trial's own cleanup)."""
-    me = worker_id()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        run_id = t.user_attrs.get(RUN_ID_ATTR)
-        if not run_id or t.user_attrs.get(WORKER_ATTR) != me:
-            continue
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, STATE, "FAIL")
-            client.set_tag(run_id, REASON, t.user_attrs.get(REASON, "interrupted"))
-            tracking.end_run(client, run_id, "KILLED")
+def _wind_down(
+    error: BaseException, study: optuna.Study, client: Any, parent: str, recorder: Any, uri: str
+) -> None:
+    """On the way out: send what can be sent quickly; end the study run if no trial still runs."""
+    if isinstance(error, TrackingOutage):
+        return  # nothing more reaches MLflow; the spool keeps the records
+    try:
+        recorder.drain(QUICK_S)
+        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        end = lambda: tracking.end_run(client, parent, status)  # noqa: E731
+        patiently(end, uri, QUICK_S, recorder.spool.directory)
+    except TrackingOutage:
+        pass  # the rerun sends the records and reopens the study run
+
+
+def _work(
+    study: optuna.Study,
+    ctx: TrialContext,
+    cfg: StudyConfig,
+    watch: Watch,
+    record_failed: consistency.RecordFailed,
+    progress: bool,
+) -> None:
+    """This worker's trials, trained in populations (`pipeline.trials.train_trials`), until the
+    study has `n_trials`; a line per trial, the progress bar, and the failure and outage limits."""
+    from pipeline.trials import train_trials
+
+    name = ctx.study_name
+    # The storage dropping its connections (a PostgreSQL restart) is waited for between
+    # trials, and a trial it orphaned is repaired.
+    say = lambda error: tqdm.write(f"{name}: {storage_away(error)}")  # noqa: E731
+    wait = partial(on_storage, study, on_first=say)
+    done = wait(partial(finished_count, study))
+    bar = tqdm(
+        total=cfg.n_trials, initial=done, desc=name, disable=not progress or None, leave=False
+    )
+    failures = 0
+    try:
+        while done < cfg.n_trials:
+            told = 0
+            with contextlib.closing(train_trials(study, ctx, cfg.n_trials)) as trials:
+                for trial in trials:
+                    told += 1
+                    failures = failures + 1 if trial.state == TrialState.FAIL else 0
+                    best, done = wait(partial(_best, study)), wait(partial(finished_count, study))
+                    tqdm.write(trial_line(name, trial, best))
+                    note = watch.check(tqdm.write)
+                    best_text = f"best {best:.3e}" if best is not None else ""
+                    bar.set_postfix_str(", ".join(filter(None, [best_text, note])))
+                    bar.n = min(done, cfg.n_trials)
+                    bar.refresh()
+                    if failures >= cfg.max_failures:
+                        raise TooManyFailures(
+                            f"study {name}: {failures} trials failed in a row "
+                            f"(last: {failure_reason(trial, {})}); stopping. "
+                            "Fix the cause and rerun the same command to resume."
+                        )
+                    wait(partial(_repair, study, None, record_failed))
+            done = wait(partial(finished_count, study))
+            if not told:  # other workers hold the study's last trials: they finish them
+                break
+    finally:
+        bar.close()
 
 
 def run_study(
@@ -194,18 +265,18 @@ def run_study(
 ) -> StudyOutcome:
     """Work on the objective's study until it has `n_trials` COMPLETE + PRUNED trials.
 
-    `recorder` records the finished trials; it is drained here, its owner closes it.
+    `recorder` records the finished trials; it is drained here (the study's books close only
+    once MLflow has every run), its owner closes it.
     """
     from pipeline.data import make_dataset
-    from pipeline.trials import TrialContext, train_trials
+    from pipeline.trials import TrialContext
 
-    cfg = settings.study
+    cfg, tracking_cfg = settings.study, settings.tracking
     name = study_name(cfg.name, objective.name, n_objectives)
     study, client, experiment_id, parent = prepare_study(
         settings, objective, n_objectives, worker_index
     )
     ctx = TrialContext(
-        client=client,
         experiment_id=experiment_id,
         parent_run_id=parent,
         study_name=name,
@@ -220,47 +291,24 @@ def run_study(
         # Local workers split a small study rather than one of them asking for all of it.
         share=math.ceil(cfg.n_trials / cfg.n_workers),
     )
-    done = finished_count(study)
-    if done < cfg.n_trials:
+
+    def record_failed(t: FrozenTrial, reason: str) -> None:
+        args = (name, experiment_id, parent, objective.name, t, reason)
+        recorder.submit(consistency.failed_record(*args))
+
+    if finished_count(study) < cfg.n_trials:
         recorder.warm_up(ctx.data, settings.train.epochs)
-    bar = tqdm(
-        total=cfg.n_trials, initial=done, desc=name, disable=not progress or None, leave=False
-    )
-    failures = 0
-    settled: set[int] = set()  # failed trials whose runs are known closed
     try:
-        while finished_count(study) < cfg.n_trials:
-            told = 0
-            with contextlib.closing(train_trials(study, ctx, cfg.n_trials)) as trials:
-                for trial in trials:
-                    told += 1
-                    failures = failures + 1 if trial.state == TrialState.FAIL else 0
-                    best = _best(study)
-                    bar.set_postfix_str(f"best {best:.3e}" if best is not None else "")
-                    bar.n = min(finished_count(study), cfg.n_trials)
-                    bar.refresh()
-                    tqdm.write(trial_line(name, trial, best))
-                    if failures >= cfg.max_failures:
-                        raise TooManyFailures(
-                            f"study {name}: {failures} trials failed in a row "
-                            f"(last: {trial.user_attrs.get('failure_reason', 'unknown')}); "
-                            "stopping. Fix the cause and rerun the same command to resume."
-                        )
-                    _repair(study, client, settled)
-            if not told:  # other workers hold the study's last trials: they finish them
-                break
+        watch = Watch(name, tracking_cfg, recorder)
+        _work(study, ctx, cfg, watch, record_failed, progress)
+        running = on_storage(study, partial(_settle_others, study, cfg, record_failed))
+        recorder.drain(tracking_cfg.outage_timeout, tick=lambda: watch.check(tqdm.write))
     except BaseException as error:
-        bar.close()
-        recorder.drain()
-        _close_own_runs(study, client)
-        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-            tracking.end_run(client, parent, status)
+        _wind_down(error, study, client, parent, recorder, tracking_cfg.uri)
         raise
-    bar.close()
-    recorder.drain()
-    running = _settle_others(study, client, settled, cfg)
     summary: dict[str, Any] = {"finished": finished_count(study)}
     if finalize_at_end and not running:
-        summary = finalize(study, client, parent)
+        close = lambda: finalize(study, client, parent)  # noqa: E731
+        spool = recorder.spool.directory
+        summary = patiently(close, tracking_cfg.uri, tracking_cfg.outage_timeout, spool)
     return StudyOutcome(objective.name, name, parent, experiment_id, summary)

@@ -89,6 +89,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def wait_until(condition, timeout: float, what: str, interval: float = 0.2):
     """Poll `condition()` until it returns something truthy (returned) or fail at `timeout`."""
     deadline = time.monotonic() + timeout
@@ -104,9 +109,13 @@ class MlflowServer:
     """`mlflow server` on a free port over a PostgreSQL database; `uri` is its http address."""
 
     def __init__(
-        self, database_name: str, artifacts: Path, env: dict[str, str] | None = None
+        self,
+        database_name: str,
+        artifacts: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = artifacts.parent / f"mlflow-server-{self.port}.log"
         self._log_file = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
@@ -145,6 +154,13 @@ class MlflowServer:
         start = time.monotonic()
         wait_until(self._healthy, SERVER_START_TIMEOUT_S, "mlflow server /health", 0.25)
         self.started_in = time.monotonic() - start
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers (a crash, not a shutdown); the port is free after."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        wait_until(lambda: _port_free(self.port), 30, f"port {self.port} to close")
+        self._log_file.close()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -245,6 +261,21 @@ def running_trial(storage: str, name: str, cwd: Path | None = None, pid: int | N
     return None
 
 
+def trial_run(client, study, number: int):
+    """The MLflow run of trial `number` of `study`, found by its tags under the study run (a
+    trial's run is made after the trial ends, so no trial attribute names it); None if none."""
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    experiment = client.get_run(parent).info.experiment_id
+    runs = client.search_runs(
+        [experiment],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent}' and tags.`optuna.trial_number` = '{number}'"
+        ),
+    )
+    assert len(runs) <= 1, f"trial {number} has {len(runs)} runs"
+    return runs[0] if runs else None
+
+
 def tracking_client(uri: str, cwd: Path | None = None):
     from mlflow.tracking import MlflowClient
 
@@ -292,7 +323,6 @@ def assert_books(
     for t in finished:
         run = by_number.get(t.number)
         assert run is not None, f"trial {t.number} has no run"
-        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
         assert run.data.tags["optuna.state"] == t.state.name
         assert run.info.status == "FINISHED"
     return study, runs

@@ -122,4 +122,5 @@ def test_best_model_loads_from_the_registry_through_the_server(swept: Swept) -> 
     mse = float(np.mean((predicted - np.ravel(data.y_val)) ** 2))
     assert mse == pytest.approx(study.best_value, rel=1e-3)
     version = mlflow.MlflowClient().get_model_version_by_alias(swept.name, "best")
-    assert version.run_id == study.best_trial.user_attrs["mlflow_run_id"]
+    best_run = pg.trial_run(mlflow.MlflowClient(), study, study.best_trial.number)
+    assert version.run_id == best_run.info.run_id

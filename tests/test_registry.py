@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pg
 import pytest
 from sweeping import NARROW_SPACE, Stores, run_sweep_in
 
@@ -30,7 +31,8 @@ def _best(stores: Stores):
     """(the study's best trial's run id, the version `best` names, that version's run id)."""
     client = stores.client
     version = client.get_model_version_by_alias(NAME, "best")
-    best_run = stores.study(NAME).best_trial.user_attrs["mlflow_run_id"]
+    study = stores.study(NAME)
+    best_run = pg.trial_run(client, study, study.best_trial.number).info.run_id
     return best_run, version
 
 

@@ -52,6 +52,7 @@ BAD_INPUT = [
     (["data.x_min=2.0"], "data.x_max"),
     (["data.n_train=1"], "data.n_train"),
     (["study.storage=postgresql://"], "study.storage"),
+    (["tracking.outage_timeout=0"], "tracking.outage_timeout"),
 ]
 
 
@@ -161,7 +162,7 @@ def assert_interrupted_then_resumes(tmp_path, result, number, code, overrides, n
     assert trial.state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
     client = pg.tracking_client(TRACKING, tmp_path)
-    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    run = pg.trial_run(client, study, number)
     assert run.info.status == "KILLED"
     assert run.data.tags["optuna.state"] == "FAIL"
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
@@ -245,7 +246,7 @@ def test_failing_trials_are_recorded_and_too_many_stop_the_sweep(tmp_path, monke
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1 and "boom in trial" in failed[0].user_attrs["failure_reason"]
     client = pg.tracking_client(settings.tracking.uri)
-    run = client.get_run(failed[0].user_attrs["mlflow_run_id"])
+    run = pg.trial_run(client, study, failed[0].number)
     assert run.info.status == "FAILED"
     assert "RuntimeError: boom in trial" in run.data.tags["failure_reason"]
     pg.assert_books(str(tmp_path / JOURNAL), settings.tracking.uri, "log-value", 2)
@@ -279,15 +280,16 @@ def test_check_reports_consistent_then_orphans_and_sweep_start_repairs(tmp_path)
 
     study = pg.load_study(JOURNAL, "log-value", tmp_path)
     client = pg.tracking_client(TRACKING, tmp_path)
-    first, second = study.trials[0], study.trials[1]
-    client.delete_run(first.user_attrs["mlflow_run_id"])
-    client.update_run(second.user_attrs["mlflow_run_id"], status="RUNNING")
+    first, second = (pg.trial_run(client, study, n).info.run_id for n in (0, 1))
+    client.delete_run(first)
+    client.update_run(second, status="RUNNING")
     check = pg.run_sweep(tmp_path, *overrides, "check=true")
     assert check.returncode == 1
     assert "INCONSISTENT" in check.stdout
-    assert f"trials without run: [{first.number}]" in check.stdout
-    client.restore_run(first.user_attrs["mlflow_run_id"])
-    client.update_run(second.user_attrs["mlflow_run_id"], status="FINISHED")
+    assert "trials without run: [0]" in check.stdout
+    assert f"stale running runs: ['{second}']" in check.stdout
+    client.restore_run(first)
+    client.update_run(second, status="FINISHED")
 
     # A trial left RUNNING by a worker on this host that is gone (a real, finished process).
     gone = subprocess.Popen(["true"])
@@ -302,7 +304,6 @@ def test_check_reports_consistent_then_orphans_and_sweep_start_repairs(tmp_path)
             "pipeline.role": "trial",
         },
     ).info.run_id
-    trial.set_user_attr("mlflow_run_id", run_id)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{gone.pid}")
     assert not _alive(gone.pid)
     check = pg.run_sweep(tmp_path, *overrides, "check=true")

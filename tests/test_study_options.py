@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pg
 import pytest
 from optuna.trial import TrialState
 from sweeping import NARROW_SPACE, Stores, run_sweep_in, settings_for, store_overrides
@@ -79,7 +80,7 @@ def test_median_pruner_prunes_and_the_run_says_so(tmp_path: Path) -> None:
     assert pruned, [t.state.name for t in study.trials]
     client = stores.client
     for trial in pruned:
-        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        run = pg.trial_run(client, study, trial.number)
         assert run.data.tags["optuna.state"] == "PRUNED"
         assert run.data.tags["failure_reason"] == trial.user_attrs["failure_reason"]
         assert "pruned" in run.data.tags["failure_reason"]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pg
 import pytest
 from contract import UNIFORM_PARAMS
 from optuna.trial import TrialState
@@ -88,7 +89,6 @@ def test_every_trial_is_a_child_run_mirroring_its_optuna_trial(swept: Stores) ->
             assert tags["pipeline.objective"] == parent.data.tags["pipeline.objective"]
             assert tags["optuna.study_name"] == study.study_name
             assert tags["optuna.state"] == trial.state.name
-            assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
             assert run.info.status == "FINISHED"
             assert set(UNIFORM_PARAMS) <= set(params)
             assert params["epochs"] == str(E2E_EPOCHS)
@@ -176,7 +176,8 @@ def test_command_line_sweep_end_to_end(tmp_path: Path) -> None:
     for parent in parents:
         study = stores.study(parent.data.tags["optuna.study_name"])
         assert len(stores.children(parent.info.run_id)) == len(study.trials) == 2
-        assert parent.data.tags["best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
+        best_run = pg.trial_run(stores.client, study, study.best_trial.number)
+        assert parent.data.tags["best_run_id"] == best_run.info.run_id
     assert not (tmp_path / "outputs").exists(), "Hydra must not write outputs/ beside mlruns/"
 
 

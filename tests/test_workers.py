@@ -48,7 +48,7 @@ def test_a_local_worker_killed_mid_trial_leaves_the_study_closed(tmp_path):
         study = pg.load_study(JOURNAL, "log-value", tmp_path)
         client = pg.tracking_client(TRACKING, tmp_path)  # opened only once the store exists
         recorded = all(  # its earlier trials' runs are closed (see the repair test below)
-            client.get_run(t.user_attrs["mlflow_run_id"]).info.status != "RUNNING"
+            (run := pg.trial_run(client, study, t.number)) and run.info.status != "RUNNING"
             for t in study.trials
             if t.state.is_finished() and t.user_attrs.get("worker") == worker
         )
@@ -83,10 +83,13 @@ def test_repair_closes_the_run_a_dead_worker_never_finished_recording(tmp_path):
     gone.wait()  # a local worker that no longer exists
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("pipeline")
-    run_id = client.create_run(experiment).info.run_id  # RUNNING, as the recording left it
-    attrs = {"mlflow_run_id": run_id, "worker": f"{socket.gethostname()}:{gone.pid}"}
+    parent = client.create_run(experiment).info.run_id
+    tags = {"mlflow.parentRunId": parent, "optuna.trial_number": "0"}
+    run_id = client.create_run(experiment, tags=tags).info.run_id  # RUNNING, as it was left
     study = optuna.create_study()
-    study.add_trial(optuna.trial.create_trial(value=0.25, user_attrs=attrs))
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    worker = f"{socket.gethostname()}:{gone.pid}"
+    study.add_trial(optuna.trial.create_trial(value=0.25, user_attrs={"worker": worker}))
     lines = consistency.repair(study, client)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
@@ -179,7 +182,7 @@ def test_sigkill_mid_trial_is_retried_and_closed(tmp_path, mlflow_server, storag
             t for t in study.trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
         ]
         recorded = all(
-            client.get_run(t.user_attrs["mlflow_run_id"]).info.status != "RUNNING"
+            (run := pg.trial_run(client, study, t.number)) and run.info.status != "RUNNING"
             for t in mine
             if t.state.is_finished()
         )
@@ -201,7 +204,7 @@ def test_sigkill_mid_trial_is_retried_and_closed(tmp_path, mlflow_server, storag
     study, _ = pg.assert_books(storage, mlflow_server.uri, name, 4, 2)
     dead = study.trials[trial.number]
     assert dead.state == TrialState.FAIL
-    run = client.get_run(dead.user_attrs["mlflow_run_id"])
+    run = pg.trial_run(client, study, dead.number)
     assert run.info.status == "KILLED"
     assert run.data.tags["optuna.state"] == "FAIL"
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
