@@ -15,9 +15,10 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import optuna
 
@@ -26,12 +27,15 @@ from pipeline.data import Dataset
 from pipeline.layout import Layout
 from pipeline.model import seeded_weights
 from pipeline.objectives import get as get_objective
+from pipeline.outage import on_storage
 from pipeline.record import BackgroundRecorder, objective_value, run_params
 from pipeline.results import TrainResult
 from pipeline.search import Hyperparams, SearchSpace, layouts, suggest
 from pipeline.spool import TrialRecord, trial_record
 from pipeline.study import FINISHED, REASON, WORKER_ATTR, worker_id
 from pipeline.trainer import Population, TrainSpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,8 @@ def train_trials(study: optuna.Study, ctx: TrialContext, n_trials: int) -> Itera
                                       ctx.objective.deriv_weight)  # fmt: skip
                     trial = slots.flights[(p, k)].trial
                     if math.isfinite(value):
-                        trial.report(value, report.epoch)
-                        if trial.should_prune():
+                        _steady(study, partial(trial.report, value, report.epoch))
+                        if _steady(study, trial.should_prune):
                             crowd.stop(k)
                 _heartbeat(study, slots)
                 for k in [k for k in range(crowd.size) if crowd.finished(k)]:
@@ -175,12 +179,13 @@ def _fill(
     waiting[:] = [f for f in waiting if not slots.place(f)]
     while slots.free() and not waiting and len(slots.flights) < (ctx.share or n_trials):
         states = (*FINISHED, optuna.trial.TrialState.RUNNING)
-        if len(study.get_trials(deepcopy=False, states=states)) >= n_trials:
+        live = _steady(study, partial(study.get_trials, deepcopy=False, states=states))
+        if len(live) >= n_trials:
             return
-        trial = study.ask()
-        trial.set_user_attr(WORKER_ATTR, worker_id())
+        trial = _steady(study, study.ask)
+        _steady(study, partial(trial.set_user_attr, WORKER_ATTR, worker_id()))
         try:
-            hp = suggest(trial, ctx.space)
+            hp = _steady(study, partial(suggest, trial, ctx.space))
         except Exception as error:  # a sampler's failure fails this trial, not the sweep
             yield _fail(study, ctx, _Flight(trial, None), error)
             continue
@@ -202,6 +207,27 @@ def _params(ctx: TrialContext, hp: Hyperparams, trial: optuna.Trial) -> dict[str
         ctx.data.problem,
     )
     return params | {k: v for k, v in trial.params.items() if k.startswith("units_l")}
+
+
+def _steady(study: optuna.Study, call: Callable[[], T]) -> T:
+    """`call()` on the study's storage, waited out while the storage drops its connections (a
+    PostgreSQL restart) rather than failing the trials in flight."""
+    return on_storage(study, call)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any):
+    """`study.tell`, retried like every storage call; a retry that finds the trial already told
+    (the connection dropped after the storage took it) returns it as told."""
+
+    def once():
+        try:
+            return study.tell(trial, *args, **kwargs)
+        except ValueError as error:
+            if "Cannot tell" not in str(error):
+                raise
+            return study.get_trials(deepcopy=False)[trial.number]
+
+    return _steady(study, once)
 
 
 def _heartbeat(study: optuna.Study, slots: _Slots) -> None:
@@ -226,10 +252,10 @@ def _finish(study: optuna.Study, ctx: TrialContext, flight: _Flight, result: Tra
     details = {"reason": reason, "params": flight.params, "result": result, "data": ctx.data}
     ctx.recorder.submit(record_of(ctx, trial.number, state, start=flight.started, **details))
     if reason:
-        trial.set_user_attr(REASON, reason)
+        _steady(study, partial(trial.set_user_attr, REASON, reason))
     if state == "COMPLETE":
-        return study.tell(trial, value)
-    return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return _tell(study, trial, value)
+    return _tell(study, trial, state=optuna.trial.TrialState.PRUNED)
 
 
 def _fail(study: optuna.Study, ctx: TrialContext, flight: _Flight, error: BaseException):
@@ -243,4 +269,4 @@ def _fail(study: optuna.Study, ctx: TrialContext, flight: _Flight, error: BaseEx
         print(f"warning: trial {flight.trial.number} not recorded: {lost!r}", file=sys.stderr)
     with contextlib.suppress(Exception):  # the storage may be what failed
         flight.trial.set_user_attr(REASON, reason)
-    return study.tell(flight.trial, state=optuna.trial.TrialState.FAIL)
+    return _tell(study, flight.trial, state=optuna.trial.TrialState.FAIL)

@@ -137,7 +137,8 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> subprocess.Comple
 @pytest.mark.postgres
 def test_two_machines_share_a_postgres_study_and_mlflow_server(tmp_path, mlflow_server, storage_db):
     storage, name = pg.url(storage_db), f"machines-{secrets.token_hex(3)}"
-    args = machine_args(storage, mlflow_server, name, "study.n_trials=4")
+    # One trial at a time per machine: with populations the first machine up could take all 4.
+    args = machine_args(storage, mlflow_server, name, "study.n_trials=4", "study.population=1")
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     machines = [pg.start_sweep(tmp_path / m, *args) for m in ("a", "b")]
     results = [finish(p) for p in machines]
