@@ -47,17 +47,17 @@ def main() -> None:
 
     cli.import_tensorflow_quietly()
     from pipeline import tracking
-    from pipeline.config import DataConfig, TrackingConfig
+    from pipeline.config import DataConfig, ObjectiveConfig, TrackingConfig
     from pipeline.data import make_dataset
     from pipeline.model import seeded_weights
+    from pipeline.problems import shipped
     from pipeline.record import BackgroundRecorder, record_training, run_params
-    from pipeline.search import SearchSpace
+    from pipeline.search import Hyperparams, SearchSpace, layout_for
     from pipeline.spool import Spool, trial_record
     from pipeline.trainer import TrainSpec, train
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
-    data = make_dataset(DataConfig())
-    pad = SearchSpace().units.high
+    data = make_dataset(DataConfig(), shipped("log"), 1.0)
     client, experiment_id = tracking.connect(
         TrackingConfig(uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}", experiment="bench")
     )
@@ -69,7 +69,8 @@ def main() -> None:
     def train_one(config):
         hidden, activation, optimizer, lr = config
         weights = seeded_weights(hidden, seed=0)
-        return train(spec(activation, optimizer, lr), weights, data, pad_width=pad)
+        layout = layout_for(SearchSpace(), Hyperparams(hidden, activation, optimizer, lr))
+        return train(spec(activation, optimizer, lr), weights, data, layout=layout)
 
     def start(index: int) -> str:
         return tracking.start_run(
@@ -82,12 +83,14 @@ def main() -> None:
 
     def params(config) -> dict:
         hidden, activation, optimizer, lr = config
-        return run_params(hidden, activation, optimizer, lr, args.epochs, 0, "value")
+        return run_params(hidden, activation, optimizer, lr, args.epochs, 0, "value", data.problem)
 
     tags = {"optuna.state": "COMPLETE"}
 
     def record(run_id: str, config, result) -> None:
-        record_training(client, run_id, result, data, params(config), "value", run_id[:8], tags)
+        record_training(
+            client, run_id, result, data, params(config), ObjectiveConfig("value"), run_id[:8], tags
+        )
         tracking.end_run(client, run_id)
 
     sequence = CONFIGS * args.repeats
