@@ -1,4 +1,4 @@
-"""Names the design contract (shared/DESIGN.md) fixes, written once for the tests using them."""
+"""Names users and the MLflow UI rely on (params every run carries), written once for the tests."""
 
 # The params every trial and run carries, so the UI's parallel coordinates can show every run.
 UNIFORM_PARAMS = (

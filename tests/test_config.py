@@ -127,7 +127,7 @@ def test_sweep_objective_both_is_default(compose_cfg: ComposeFn) -> None:
     assert compose_cfg("sweep").objective.name == "both"
 
 
-# (override, key the error must name): every bad input of issue 2, through the user's path.
+# (override, key the error must name): bad input users type, through the user's path.
 BAD_INPUTS = [
     ("objective.name=foo", "objective"),
     ("objective=both", "objective"),  # a sweep-only option: `pipeline.train` runs one objective
@@ -201,7 +201,7 @@ def test_bad_anchor_names_its_key(section: dict, key: str) -> None:
     assert caught.value.key == key
 
 
-# Where the anchor may lie is the problem's question now (issue 14): x0 = 0 is log's pole but
+# Where the anchor may lie is the problem's question: x0 = 0 is log's pole but
 # the natural anchor of sin 3x, exp x and Runge's function.
 @pytest.mark.parametrize("anchor", ["0", "-2.0"])
 def test_an_anchor_where_log_is_not_finite_names_its_key(compose_cfg: ComposeFn, anchor: str):

@@ -1,4 +1,4 @@
-"""Tracking-server outages (issue 17): finished trials wait in a local spool and reach MLflow
+"""Tracking-server outages: finished trials wait in a local spool and reach MLflow
 when it is back; nothing is lost, nothing recorded twice, and training never waits on MLflow.
 
 The end-to-end tests run real `mlflow server` processes over PostgreSQL, kill them (SIGKILL,

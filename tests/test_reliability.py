@@ -1,4 +1,4 @@
-"""Reliability (issue 5): bad input, interrupts, divergence, failing trials, consistency check.
+"""Reliability: bad input, interrupts, divergence, failing trials, consistency check.
 
 Sweeps run as real subprocesses (`python -m pipeline.sweep`, cwd = a temp dir) with real
 signals; waits poll the Optuna storage with a deadline, never fixed sleeps.

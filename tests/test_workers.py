@@ -1,4 +1,4 @@
-"""Parallel and multi-machine sweeps (issue 4) and a worker killed mid-trial (issue 5).
+"""Parallel and multi-machine sweeps, and a worker killed mid-trial.
 
 Local workers share the default journal file; "machines" are separate `python -m pipeline.sweep`
 processes sharing a PostgreSQL study and a real `mlflow server` backed by PostgreSQL.
