@@ -161,6 +161,7 @@ def test_sigkill_mid_trial_is_retried_and_closed(tmp_path, mlflow_server, storag
         mlflow_server,
         name,
         "study.n_trials=4",
+        "study.population=1",  # with populations the first machine up could take all 4 trials
         "train.epochs=20000",  # a trial lasts long enough for polling to catch it mid-training
         "study.pruner.name=none",
         "study.heartbeat_interval=1",
