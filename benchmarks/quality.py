@@ -89,9 +89,9 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> Outcome:
     from hydra import compose, initialize_config_dir
     from mlflow.tracking import MlflowClient
 
-    from pipeline.reference import METRIC
-    from pipeline.runner import run_sweep
     from pipeline.sweep import read_settings
+    from pipeline.sweeping.reference import METRIC
+    from pipeline.sweeping.runner import run_sweep
 
     with tempfile.TemporaryDirectory(prefix="quality-") as scratch:
         root = Path(scratch)
@@ -173,10 +173,11 @@ def report_targets(medians: dict[tuple, Outcome], n_colloc: int | None) -> None:
 
 def main() -> None:
     args = parse_args()
-    from pipeline import cli, tracking
+    from pipeline import entry
+    from pipeline.tracking import store
 
-    cli.import_tensorflow_quietly()
-    tracking.log_keras_model = lambda client, run_id, model: None  # not what is measured here
+    entry.import_tensorflow_quietly()
+    store.log_keras_model = lambda client, run_id, model: None  # not what is measured here
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -64,10 +64,10 @@ def fit_us_per_epoch(epochs: int) -> float:
     """Keras `model.fit` on the post's setup, per epoch, after a one-epoch warm-up."""
     import keras
 
-    from pipeline.config import DataConfig
-    from pipeline.data import make_dataset
-    from pipeline.model import build_model
-    from pipeline.problems import shipped
+    from pipeline.core.data import make_dataset
+    from pipeline.core.model import build_model
+    from pipeline.core.problems import shipped
+    from pipeline.settings import DataConfig
 
     data = make_dataset(DataConfig(), shipped("log"), 1.0)
     model = build_model([10, 10], "sigmoid", seed=0)
@@ -86,7 +86,7 @@ def peak_rss_mb() -> tuple[float, float]:
 
 
 def reference(args: argparse.Namespace, workdir: Path) -> None:
-    from pipeline import graph
+    from pipeline.core import graph
 
     overrides = [f"study.n_trials={args.trials}", *args.overrides]
     print(f"sweep: {' '.join(overrides)}  ({os.cpu_count()} cores, in {workdir})", flush=True)

@@ -2,7 +2,7 @@
 
 Per trial configuration (10,000 epochs, report_every 500, weights padded as the sweep pads them,
 graphs compiled in a warm-up first):
-- train only: `pipeline.trainer.train`;
+- train only: `pipeline.core.trainer.train`;
 - synchronous: create the child run, train, `record.record_training` (params, metric history,
   final metrics, three plots, weights) and close the run, all in line;
 - background: as the sweep does it, each finished trial's record spooled and handed to
@@ -22,6 +22,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from pipeline.names import ROLE_TAG, STATE_TAG
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,25 +45,25 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from pipeline import cli
+    from pipeline import entry
 
-    cli.import_tensorflow_quietly()
-    from pipeline import tracking
-    from pipeline.config import DataConfig, ObjectiveConfig, TrackingConfig
-    from pipeline.data import make_dataset
-    from pipeline.model import seeded_weights
-    from pipeline.problems import shipped
-    from pipeline.record import BackgroundRecorder, record_training, run_params
-    from pipeline.search import Hyperparams, SearchSpace, layout_for
-    from pipeline.spool import Spool, trial_record
-    from pipeline.trainer import TrainSpec, train
+    entry.import_tensorflow_quietly()
+    from pipeline.core.data import make_dataset
+    from pipeline.core.model import seeded_weights
+    from pipeline.core.problems import shipped
+    from pipeline.core.trainer import TrainSpec, train
+    from pipeline.settings import DataConfig, ObjectiveConfig, TrackingConfig
+    from pipeline.sweeping.space import Hyperparams, SearchSpace, layout_for
+    from pipeline.tracking import store
+    from pipeline.tracking.recording import BackgroundRecorder, record_training, run_params
+    from pipeline.tracking.spool import Spool, trial_record
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
     data = make_dataset(DataConfig(), shipped("log"), 1.0)
-    client, experiment_id = tracking.connect(
+    client, experiment_id = store.connect(
         TrackingConfig(uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}", experiment="bench")
     )
-    parent = tracking.start_run(client, experiment_id, "bench", {tracking.ROLE: "study"})
+    parent = store.start_run(client, experiment_id, "bench", {ROLE_TAG: "study"})
 
     def spec(activation: str, optimizer: str, lr: float) -> TrainSpec:
         return TrainSpec(activation, optimizer, lr, args.epochs, report_every=args.report_every)
@@ -73,11 +75,11 @@ def main() -> None:
         return train(spec(activation, optimizer, lr), weights, data, layout=layout)
 
     def start(index: int) -> str:
-        return tracking.start_run(
+        return store.start_run(
             client,
             experiment_id,
             f"trial-{index}",
-            {tracking.ROLE: "trial", "optuna.state": "RUNNING"},
+            {ROLE_TAG: "trial", STATE_TAG: "RUNNING"},
             parent_run_id=parent,
         )
 
@@ -85,13 +87,13 @@ def main() -> None:
         hidden, activation, optimizer, lr = config
         return run_params(hidden, activation, optimizer, lr, args.epochs, 0, "value", data.problem)
 
-    tags = {"optuna.state": "COMPLETE"}
+    tags = {STATE_TAG: "COMPLETE"}
 
     def record(run_id: str, config, result) -> None:
         record_training(
             client, run_id, result, data, params(config), ObjectiveConfig("value"), run_id[:8], tags
         )
-        tracking.end_run(client, run_id)
+        store.end_run(client, run_id)
 
     sequence = CONFIGS * args.repeats
     print(
@@ -144,7 +146,7 @@ def main() -> None:
     background_total = time.perf_counter() - t0
     if failed:
         raise SystemExit(f"{failed} background recordings failed")
-    tracking.end_run(client, parent)
+    store.end_run(client, parent)
 
     base = statistics.mean(train_only)
     sync = statistics.mean(synchronous)

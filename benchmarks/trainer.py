@@ -1,6 +1,6 @@
 """Time the compiled tape trainer against Keras `model.fit` on the blog post's configuration.
 
-Ours: `pipeline.trainer.train` with the post's network ([10, 10] sigmoid, SGD lr 0.1, 10,000
+Ours: `pipeline.core.trainer.train` with the post's network ([10, 10] sigmoid, SGD lr 0.1, 10,000
 full-batch epochs) on both objectives; the first call (XLA compile included) is reported apart,
 then the best of `--repeats` full runs. Then a population of `--population` post networks
 trained at once in one graph (per network-epoch). Keras: `model.fit` on the value objective
@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from pipeline.cli import import_tensorflow_quietly
+    from pipeline.entry import import_tensorflow_quietly
 
     import_tensorflow_quietly(threads=args.threads)  # pools are sized before the first op
     with _quiet_stderr():  # Keras' own start-up chatter
@@ -49,12 +49,12 @@ def main() -> None:
         import numpy as np
         import tensorflow as tf
 
-    from pipeline.config import DataConfig
-    from pipeline.data import make_dataset
-    from pipeline.layout import Layout
-    from pipeline.model import build_model, initial_weights
-    from pipeline.problems import shipped
-    from pipeline.trainer import Population, TrainSpec, train
+    from pipeline.core.data import make_dataset
+    from pipeline.core.layout import Layout
+    from pipeline.core.model import build_model, initial_weights
+    from pipeline.core.problems import shipped
+    from pipeline.core.trainer import Population, TrainSpec, train
+    from pipeline.settings import DataConfig
 
     # The post's way for both objectives: its 19 points are also the derivative's collocation grid.
     data = make_dataset(DataConfig(n_colloc=DataConfig().n_train), shipped("log"), 1.0)

@@ -1,7 +1,7 @@
 """Trials per minute of one sweep with 1 and with 2 local worker processes, on identical trials.
 
 "The same fixed study": before each timed sweep, the study is prepared as the sweep itself
-prepares it (`pipeline.worker.prepare_study`: study, parent run, baseline) and a fixed list of
+prepares it (`sweeping.worker.prepare_study`: study, parent run, baseline) and a fixed list of
 trials is enqueued, drawn once from the default search space with a seeded random sampler. Every
 run therefore trains exactly the same networks (objective=value, 10,000 epochs, pruner none),
 whatever the number of workers and whichever worker takes which trial; an extra in-flight trial
@@ -65,7 +65,7 @@ def fixed_trials(count: int) -> list[dict]:
     """`count` parameter sets of the default search space, the same on every call."""
     import optuna
 
-    from pipeline.search import SearchSpace, suggest
+    from pipeline.sweeping.space import SearchSpace, suggest
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=FIXED_SEED))
@@ -83,7 +83,7 @@ def prepare(directory: Path, trials: int, workers: int, epochs: int) -> None:
     from hydra import compose, initialize_config_dir
 
     from pipeline.sweep import read_settings
-    from pipeline.worker import prepare_study
+    from pipeline.sweeping.worker import prepare_study
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("sweep", overrides(directory, trials, workers, epochs))
@@ -98,7 +98,7 @@ def finished(directory: Path) -> tuple[int, float]:
     """(COMPLETE + PRUNED trials, seconds from the first trial's start to the last's end)."""
     import optuna
 
-    from pipeline.study import FINISHED, StudyConfig, make_storage
+    from pipeline.sweeping.study import FINISHED, StudyConfig, make_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = make_storage(StudyConfig(storage=str(directory / "mlruns" / "optuna.journal")))
@@ -112,15 +112,15 @@ def finished(directory: Path) -> tuple[int, float]:
 
 def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -> None:
     """One plain process of the bound: compile its graphs, wait for the others, time its share."""
-    from pipeline import cli
+    from pipeline import entry
 
-    cli.import_tensorflow_quietly()
-    from pipeline.config import DataConfig
-    from pipeline.data import make_dataset
-    from pipeline.model import seeded_weights
-    from pipeline.problems import shipped
-    from pipeline.search import Hyperparams, SearchSpace, layout_for
-    from pipeline.trainer import TrainSpec, train
+    entry.import_tensorflow_quietly()
+    from pipeline.core.data import make_dataset
+    from pipeline.core.model import seeded_weights
+    from pipeline.core.problems import shipped
+    from pipeline.core.trainer import TrainSpec, train
+    from pipeline.settings import DataConfig
+    from pipeline.sweeping.space import Hyperparams, SearchSpace, layout_for
 
     data, space = make_dataset(DataConfig(), shipped("log"), 1.0), SearchSpace()
     jobs = []
@@ -143,7 +143,7 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
 def training_bound(workers: int, trials: int, epochs: int) -> tuple[float, float]:
     """Seconds for `workers` plain processes to train the fixed trials, split between them,
     and the seconds their first pass took (compilation plus one training of each)."""
-    from pipeline.search import BASELINE, as_params
+    from pipeline.sweeping.space import BASELINE, as_params
 
     context = multiprocessing.get_context("spawn")
     params = [as_params(BASELINE), *fixed_trials(trials - 1)]  # what the sweep's study trains

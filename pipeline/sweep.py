@@ -13,8 +13,10 @@ from dataclasses import replace
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import cli
-from pipeline.config import (
+from pipeline import entry
+from pipeline.core.data import make_dataset
+from pipeline.core.problems import read_problem
+from pipeline.settings import (
     OBJECTIVES,
     ConfigError,
     TrainConfig,
@@ -23,11 +25,9 @@ from pipeline.config import (
     read_tracking,
     read_train,
 )
-from pipeline.data import make_dataset
-from pipeline.problems import read_problem
-from pipeline.search import read_search
-from pipeline.settings import SweepSettings
-from pipeline.study import read_study
+from pipeline.sweeping.handle import SweepSettings
+from pipeline.sweeping.space import read_search
+from pipeline.sweeping.study import read_study
 
 BOTH = ("value", "derivative")  # what `objective=both`, the sweep's default, runs
 
@@ -79,10 +79,10 @@ def main(cfg: DictConfig) -> None:
     try:
         settings = read_settings(cfg)
     except ConfigError as error:
-        cli.fail(error)
-    from pipeline.runner import run_check, run_sweep
+        entry.fail(error)
+    from pipeline.sweeping.runner import run_check, run_sweep
 
-    cli.exit_now(run_check(settings) if cfg.get("check") else run_sweep(settings))
+    entry.exit_now(run_check(settings) if cfg.get("check") else run_sweep(settings))
 
 
 if __name__ == "__main__":

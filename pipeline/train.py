@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import cli
-from pipeline.config import (
+from pipeline import entry
+from pipeline.core.data import make_dataset
+from pipeline.core.problems import Problem, read_problem
+from pipeline.names import OBJECTIVE_TAG, REASON, ROLE_TAG
+from pipeline.settings import (
     OBJECTIVES,
     ConfigError,
     DataConfig,
@@ -27,8 +30,6 @@ from pipeline.config import (
     read_tracking,
     read_train,
 )
-from pipeline.data import make_dataset
-from pipeline.problems import Problem, read_problem
 
 PROGRESS_EVERY = 1000  # epochs between progress lines (one compiled chunk each)
 
@@ -71,11 +72,11 @@ def read_settings(cfg: DictConfig) -> RunSettings:
 
 def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     """Train one configuration with the compiled tape loop and log it as one MLflow run."""
-    cli.import_tensorflow_quietly()
-    from pipeline import tracking
-    from pipeline.model import build_model, initial_weights
-    from pipeline.record import record_training, run_params
-    from pipeline.trainer import TrainSpec, train
+    entry.import_tensorflow_quietly()
+    from pipeline.core.model import build_model, initial_weights
+    from pipeline.core.trainer import TrainSpec, train
+    from pipeline.tracking import store
+    from pipeline.tracking.recording import record_training, run_params
 
     s = settings
     data = make_dataset(s.data, s.problem, s.objective.anchor_x, s.train.seed)
@@ -103,12 +104,12 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     result = train(spec, initial_weights(model), data, on_report=progress)
     if result.diverged_at is not None and verbose:
         print(f"stopped: non-finite loss at epoch {result.diverged_at}")
-    client, experiment_id = tracking.connect(s.tracking)
-    run_id = tracking.start_run(
+    client, experiment_id = store.connect(s.tracking)
+    run_id = store.start_run(
         client,
         experiment_id,
         name=f"train-{s.problem.name}-{s.objective.name}",
-        tags={tracking.ROLE: "run", tracking.OBJECTIVE: s.objective.name},
+        tags={ROLE_TAG: "run", OBJECTIVE_TAG: s.objective.name},
     )
     params = run_params(
         s.model.hidden,
@@ -126,8 +127,8 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     metrics = record_training(client, run_id, result, data, params, s.objective, label=label)
     status = "FAILED" if result.diverged_at is not None else "FINISHED"
     if result.diverged_at is not None:
-        client.set_tag(run_id, "failure_reason", f"non-finite loss at epoch {result.diverged_at}")
-    tracking.end_run(client, run_id, status)
+        client.set_tag(run_id, REASON, f"non-finite loss at epoch {result.diverged_at}")
+    store.end_run(client, run_id, status)
     return RunOutcome(run_id=run_id, experiment_id=experiment_id, metrics=metrics)
 
 
@@ -137,17 +138,17 @@ def main(cfg: DictConfig) -> None:
     try:
         settings = read_settings(cfg)
     except ConfigError as error:
-        cli.fail(error)
+        entry.fail(error)
     outcome = run_one(settings)
     m = outcome.metrics
     print(
         f"run {outcome.run_id}: val_value_mse {m['val_value_mse']:.3e}, "
         f"val_deriv_mse {m['val_deriv_mse']:.3e} ({m['train_seconds']:.1f} s training)"
     )
-    from pipeline.tracking import ui_command
+    from pipeline.tracking.store import ui_command
 
     print(f"open it: {ui_command(settings.tracking.uri)}  (experiment {outcome.experiment_id})")
-    cli.exit_now(0)
+    entry.exit_now(0)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`python -m pipeline.ui`: the MLflow UI on the project's store, opened on the training runs.
 
 `python -m pipeline.ui --optuna` serves optuna-dashboard on the sweep's study storage instead
-(`pipeline.dashboard`).
+(`pipeline.tracking.dashboard`).
 
 Starts `mlflow server` over the tracking store (default: the sweep's `sqlite:///mlruns/mlflow.db`),
 waits until it answers `/health`, then prints the URL of the experiment's runs table and keeps
@@ -32,10 +32,9 @@ import urllib.request
 import webbrowser
 from pathlib import Path
 
-from pipeline import dashboard
+from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORE
+from pipeline.tracking import dashboard
 
-DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
-DEFAULT_EXPERIMENT = "pipeline"
 WORKFLOW = "workflowType=machine_learning"
 # Headless Chromium flags for looking at the UI on a machine with no outside network
 # (the docs script and the browser test): no background traffic, no sandbox as root.

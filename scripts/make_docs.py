@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.names import PARENT_TAG, ROLE_TAG
 from pipeline.ui import CHROMIUM_ARGS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,14 +65,10 @@ def study_runs(workdir: Path, objective: str):
     parent = next(
         r
         for r in runs
-        if r.data.tags.get("pipeline.role") == "study"
+        if r.data.tags.get(ROLE_TAG) == "study"
         and r.data.tags.get("pipeline.objective") == objective
     )
-    trials = {
-        r.info.run_name: r
-        for r in runs
-        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-    }
+    trials = {r.info.run_name: r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id}
     return client, experiment_id, parent, trials
 
 

@@ -18,9 +18,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from pipeline.config import DataConfig
-from pipeline.data import Dataset, make_dataset
-from pipeline.problems import shipped
+from pipeline.core.data import Dataset, make_dataset
+from pipeline.core.problems import shipped
+from pipeline.settings import DataConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,6 +71,6 @@ def dataset() -> Dataset:
 @pytest.fixture(scope="session")
 def post_weights() -> list[np.ndarray]:
     """The post's network's initial weights (seed 0): [10, 10] sigmoid. Don't mutate them."""
-    from pipeline.model import build_model, initial_weights
+    from pipeline.core.model import build_model, initial_weights
 
     return initial_weights(build_model([10, 10], "sigmoid", seed=0))

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.names import PARENT_ATTR, STATE_TAG, TRIAL_TAG, WORKER_ATTR
+
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 MLFLOW = Path(sys.executable).with_name("mlflow")
 SERVER_START_TIMEOUT_S = 90.0
@@ -236,7 +238,7 @@ def load_study(storage: str, name: str, cwd: Path | None = None):
     """The study through the product's own storage factory (journal path or RDB URL)."""
     import optuna
 
-    from pipeline.study import StudyConfig, make_storage
+    from pipeline.sweeping.study import StudyConfig, make_storage
 
     if "://" not in storage and cwd is not None:
         storage = str(cwd / storage)
@@ -255,7 +257,7 @@ def running_trial(storage: str, name: str, cwd: Path | None = None, pid: int | N
     except (KeyError, FileNotFoundError, OSError):
         return None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(t.user_attrs.get("worker", ""))
+        worker = str(t.user_attrs.get(WORKER_ATTR, ""))
         if worker and (pid is None or worker.endswith(f":{pid}")):
             return t
     return None
@@ -264,7 +266,7 @@ def running_trial(storage: str, name: str, cwd: Path | None = None, pid: int | N
 def trial_run(client, study, number: int):
     """The MLflow run of trial `number` of `study`, found by its tags under the study run (a
     trial's run is made after the trial ends, so no trial attribute names it); None if none."""
-    parent = study.user_attrs["mlflow_parent_run_id"]
+    parent = study.user_attrs[PARENT_ATTR]
     experiment = client.get_run(parent).info.experiment_id
     runs = client.search_runs(
         [experiment],
@@ -309,7 +311,7 @@ def assert_books(
     )
     assert len(parents) == 1, [p.info.run_id for p in parents]
     parent = parents[0]
-    assert parent.info.run_id == study.user_attrs["mlflow_parent_run_id"]
+    assert parent.info.run_id == study.user_attrs[PARENT_ATTR]
     assert parent.info.status == "FINISHED"
     runs = client.search_runs(
         [experiment.experiment_id],
@@ -317,12 +319,12 @@ def assert_books(
         max_results=10_000,
     )
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
-    numbers = [int(r.data.tags["optuna.trial_number"]) for r in runs]
+    numbers = [int(r.data.tags[TRIAL_TAG]) for r in runs]
     assert len(numbers) == len(set(numbers)), f"a trial logged twice: {sorted(numbers)}"
-    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    by_number = {int(r.data.tags[TRIAL_TAG]): r for r in runs}
     for t in finished:
         run = by_number.get(t.number)
         assert run is not None, f"trial {t.number} has no run"
-        assert run.data.tags["optuna.state"] == t.state.name
+        assert run.data.tags[STATE_TAG] == t.state.name
         assert run.info.status == "FINISHED"
     return study, runs

@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from pipeline.settings import SweepSettings
+from pipeline.names import TRIAL_TAG
+from pipeline.sweeping.handle import SweepSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -53,14 +54,14 @@ def run_sweep_in(root: Path, overrides: Sequence[str], log_model: bool = True) -
     `log_model=False` skips only MLflow's Keras model logging (seconds per study, spent in a
     subprocess that infers pip requirements) for tests about other things.
     """
-    from pipeline import tracking
-    from pipeline.runner import run_sweep
+    from pipeline.sweeping.runner import run_sweep
+    from pipeline.tracking import store
 
     settings = settings_for([*store_overrides(root), *overrides])
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         if not log_model:
-            patch.setattr(tracking, "log_keras_model", lambda client, run_id, model: None)
+            patch.setattr(store, "log_keras_model", lambda client, run_id, model: None)
         return run_sweep(settings)
 
 
@@ -118,7 +119,7 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
 
 
 def trial_of(study: optuna.Study, run: Run) -> optuna.trial.FrozenTrial:
-    number = int(run.data.tags["optuna.trial_number"])
+    number = int(run.data.tags[TRIAL_TAG])
     trial = study.trials[number]
     assert trial.number == number
     return trial

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import (
+from pipeline.settings import (
     OBJECTIVES,
     ConfigError,
     DataConfig,

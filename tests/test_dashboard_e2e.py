@@ -20,7 +20,7 @@ import optuna
 import pytest
 import test_ui_e2e as shared
 
-from pipeline.dashboard import open_storage
+from pipeline.tracking.dashboard import open_storage
 from pipeline.ui import CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

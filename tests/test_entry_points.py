@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.config import ConfigError
+from pipeline.settings import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -14,12 +14,12 @@ import tensorflow as tf
 from helpers import per_slot, stacked
 from helpers import tensors as _tensors
 
-from pipeline.config import ACTIVATIONS
-from pipeline.data import Dataset
-from pipeline.layout import Layout, pack, unpack
-from pipeline.losses import forward, slot_losses, value_and_slope
-from pipeline.model import build_model, initial_weights, seeded_weights
-from pipeline.optimizers import apply_gradients, init_moments
+from pipeline.core.data import Dataset
+from pipeline.core.layout import Layout, pack, unpack
+from pipeline.core.losses import forward, slot_losses, value_and_slope
+from pipeline.core.model import build_model, initial_weights, seeded_weights
+from pipeline.core.optimizers import apply_gradients, init_moments
+from pipeline.settings import ACTIVATIONS
 
 # --- the math -------------------------------------------------------------------------------
 

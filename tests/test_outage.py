@@ -23,11 +23,12 @@ import pytest
 from optuna.trial import TrialState
 from sweeping import NARROW_SPACE, RUN_PLOTS, artifact_paths
 
-from pipeline.config import DataConfig
-from pipeline.data import make_dataset
-from pipeline.problems import shipped
-from pipeline.results import Report, TrainResult
-from pipeline.spool import Spool, TrialRecord, claimed, trial_record
+from pipeline.core.data import make_dataset
+from pipeline.core.problems import shipped
+from pipeline.core.results import Report, TrainResult
+from pipeline.names import PARENT_ATTR, PARENT_TAG, STATE_TAG
+from pipeline.settings import DataConfig
+from pipeline.tracking.spool import Spool, TrialRecord, claimed, trial_record
 
 JOURNAL = "mlruns/optuna.journal"
 SPOOL = "mlruns/spool"
@@ -98,9 +99,10 @@ def test_a_spooled_record_loads_without_tensorflow(tmp_path):
     path = spool.write(record)
     assert spool.waiting() == [path] and not list(spool.directory.glob(".*"))  # no temp left
     code = (
-        "import pickle, sys; from pipeline.spool import claimed; from pathlib import Path\n"
+        "import pickle, sys; from pathlib import Path\n"
+        "from pipeline.tracking.spool import claimed\n"
         f"with claimed(Path({str(path)!r})) as r: print(r.run_name, r.tags['optuna.state'])\n"
-        "import pipeline.delivery, pipeline.record\n"
+        "import pipeline.tracking.delivery, pipeline.tracking.recording\n"
         "print('tensorflow' in sys.modules)"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -137,7 +139,7 @@ def test_a_record_held_by_one_sender_is_skipped_by_another(tmp_path):
 
 
 def test_sending_a_record_again_completes_its_one_run(tmp_path):
-    from pipeline.delivery import find_trial_run, send_record
+    from pipeline.tracking.delivery import find_trial_run, send_record
 
     client = sqlite_client(tmp_path)
     record = record_for(client, number=3)
@@ -145,7 +147,7 @@ def test_sending_a_record_again_completes_its_one_run(tmp_path):
     client.create_run(
         record.experiment_id,
         start_time=record.start_ms,
-        tags={**record.tags, "mlflow.parentRunId": record.parent_run_id},
+        tags={**record.tags, PARENT_TAG: record.parent_run_id},
         run_name=record.run_name,
     )
     first = send_record(client, record)
@@ -155,7 +157,7 @@ def test_sending_a_record_again_completes_its_one_run(tmp_path):
     assert run.info.run_id == first and run.info.status == "FINISHED"
     assert (run.info.start_time, run.info.end_time) == (record.start_ms, record.end_ms)
     assert run.info.run_name == "log-value-0003"
-    assert run.data.tags["optuna.state"] == "COMPLETE"
+    assert run.data.tags[STATE_TAG] == "COMPLETE"
     history = client.get_metric_history(first, "loss")
     assert len(history) == len(record.result.history_epochs)  # not doubled
     assert artifact_paths(client, first) >= RUN_PLOTS
@@ -168,7 +170,7 @@ def test_sending_a_record_again_completes_its_one_run(tmp_path):
 def test_unreachable_means_no_answer_not_a_bad_request(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.outage import unreachable
+    from pipeline.tracking.outage import unreachable
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     down = MlflowClient(f"http://127.0.0.1:{pg.free_port()}")
@@ -181,8 +183,8 @@ def test_unreachable_means_no_answer_not_a_bad_request(tmp_path, monkeypatch):
 
 
 def test_the_recorder_keeps_records_while_mlflow_is_away(tmp_path):
-    from pipeline.outage import TrackingOutage
-    from pipeline.record import BackgroundRecorder
+    from pipeline.tracking.outage import TrackingOutage
+    from pipeline.tracking.recording import BackgroundRecorder
 
     uri = f"http://127.0.0.1:{pg.free_port()}"  # nothing listens there
     spool = Spool(tmp_path / "spool", uri)
@@ -206,7 +208,7 @@ def test_the_recorder_keeps_records_while_mlflow_is_away(tmp_path):
 def test_a_failed_trial_always_names_its_reason():
     import optuna
 
-    from pipeline.progress import failure_reason
+    from pipeline.sweeping.progress import failure_reason
 
     study = optuna.create_study()
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
@@ -219,8 +221,8 @@ def test_a_trial_no_worker_took_up_is_failed_retried_and_recorded(monkeypatch):
     """A worker that lost the storage right after asking leaves a RUNNING trial nobody runs."""
     import optuna
 
-    from pipeline import consistency
-    from pipeline.study import worker_id
+    from pipeline.sweeping import consistency
+    from pipeline.sweeping.study import worker_id
 
     study = optuna.create_study()
     orphan, mine = study.ask(), study.ask()
@@ -290,7 +292,7 @@ def assert_complete_runs(cwd: Path, uri: str, n_trials: int):
     study, runs = pg.assert_books(JOURNAL, uri, "log-value", n_trials, cwd=cwd)
     client = pg.tracking_client(uri)
     for run in runs:
-        if run.data.tags["optuna.state"] == "FAIL":
+        if run.data.tags[STATE_TAG] == "FAIL":
             continue
         assert len(client.get_metric_history(run.info.run_id, "loss")) > 2
         assert {"val_value_mse", "val_deriv_mse", "objective_value"} <= set(run.data.metrics)
@@ -404,7 +406,7 @@ def test_a_sweep_killed_with_records_spooled_leaves_them_for_the_rerun(tmp_path,
         assert_quiet(again)
         assert f"sent {waiting} finished trials' records" in again.stdout
         study, runs = assert_complete_runs(tmp_path, server.uri, 6)
-        assert before <= {r.info.run_id for r in runs} | {study.user_attrs["mlflow_parent_run_id"]}
+        assert before <= {r.info.run_id for r in runs} | {study.user_attrs[PARENT_ATTR]}
     finally:
         server.stop()
 

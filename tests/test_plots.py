@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import plots
+from pipeline.tracking import plots
 
 X_TRAIN = np.linspace(0.1, 1.9, 19, dtype=np.float32)
 X_VAL = np.linspace(0.11, 1.89, 99, dtype=np.float32)

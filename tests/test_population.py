@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.data import Dataset
-from pipeline.graph import graphs_compiled
-from pipeline.layout import Layout
-from pipeline.model import seeded_weights
-from pipeline.trainer import Population, TrainResult, TrainSpec, train
+from pipeline.core.data import Dataset
+from pipeline.core.graph import graphs_compiled
+from pipeline.core.layout import Layout
+from pipeline.core.model import seeded_weights
+from pipeline.core.trainer import Population, TrainResult, TrainSpec, train
 
 LAYOUT = Layout(depth=3, width=24, activations=("sigmoid", "tanh", "softplus"))
 REPORT_EVERY = 100

@@ -110,9 +110,9 @@ def test_optuna_load_study_in_a_notebook_takes_the_plain_url(swept: Swept) -> No
 def test_best_model_loads_from_the_registry_through_the_server(swept: Swept) -> None:
     import mlflow
 
-    from pipeline.config import DataConfig
-    from pipeline.data import make_dataset
-    from pipeline.problems import shipped
+    from pipeline.core.data import make_dataset
+    from pipeline.core.problems import shipped
+    from pipeline.settings import DataConfig
 
     study = pg.load_study(swept.storage, swept.name)
     mlflow.set_tracking_uri(swept.server.uri)

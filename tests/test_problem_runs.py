@@ -17,14 +17,15 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from sweeping import RUN_PLOTS, Stores, artifact_paths, run_sweep_in, trial_of
 
-from pipeline.config import DataConfig
-from pipeline.data import Dataset, make_dataset
-from pipeline.layout import Layout
-from pipeline.losses import slot_losses, value_and_slope
-from pipeline.model import seeded_weights
-from pipeline.objectives import OBJECTIVES, get
-from pipeline.problems import shipped
-from pipeline.trainer import TrainSpec, train
+from pipeline.core.data import Dataset, make_dataset
+from pipeline.core.layout import Layout
+from pipeline.core.losses import slot_losses, value_and_slope
+from pipeline.core.model import seeded_weights
+from pipeline.core.objectives import OBJECTIVES, get
+from pipeline.core.problems import shipped
+from pipeline.core.trainer import TrainSpec, train
+from pipeline.names import BASELINE_ATTR, ROLE_TAG, STATE_TAG, STUDY_TAG
+from pipeline.settings import DataConfig
 
 ComposeFn = Callable[..., DictConfig]
 PROBLEMS = ("log", "sin", "exp", "runge")
@@ -155,7 +156,7 @@ def expr_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stores, str]:
 def test_a_non_log_sweep_nests_its_trials_like_a_log_sweep(expr_sweep: tuple[Stores, str]) -> None:
     stores, _ = expr_sweep
     (parent,) = stores.parents()
-    name = parent.data.tags["optuna.study_name"]
+    name = parent.data.tags[STUDY_TAG]
     assert name.startswith("expr-") and name.endswith("-sobolev")
     assert parent.data.tags["pipeline.objective"] == "sobolev"
     assert parent.data.params["problem"] == "expr" and parent.data.params["problem_f"] == EXPR
@@ -164,12 +165,12 @@ def test_a_non_log_sweep_nests_its_trials_like_a_log_sweep(expr_sweep: tuple[Sto
     study = stores.study(name)
     children = stores.children(parent.info.run_id)
     assert len(children) == len(study.trials) == SWEEP_TRIALS
-    assert study.trials[0].user_attrs.get("baseline") is True
+    assert study.trials[0].user_attrs.get(BASELINE_ATTR) is True
     for run in children:
         trial = trial_of(study, run)
         params, metrics = run.data.params, run.data.metrics
-        assert run.data.tags["pipeline.role"] == "trial"
-        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.data.tags[ROLE_TAG] == "trial"
+        assert run.data.tags[STATE_TAG] == trial.state.name
         assert (params["problem"], params["problem_f"], params["objective"]) == (
             "expr",
             EXPR,

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from pipeline.config import ConfigError, DataConfig
-from pipeline.data import make_dataset
-from pipeline.problems import Problem, derive, read_problem, shipped
+from pipeline.core.data import make_dataset
+from pipeline.core.problems import Problem, derive, read_problem, shipped
+from pipeline.settings import ConfigError, DataConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(
@@ -273,7 +273,7 @@ def test_a_problem_sets_its_domain_and_the_command_line_still_wins(
 def test_study_names_default_to_problem_and_objective(overrides: list[str], study: str) -> None:
     from sweeping import settings_for
 
-    from pipeline.study import study_name
+    from pipeline.sweeping.study import study_name
 
     settings = settings_for(overrides)
     assert settings.study.name == study

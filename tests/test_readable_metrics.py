@@ -13,11 +13,11 @@ import numpy as np
 import optuna
 import pytest
 
-from pipeline.config import ObjectiveConfig
-from pipeline.problems import shipped
-from pipeline.record import final_metrics, run_params
-from pipeline.results import TrainResult
-from pipeline.study import StudyConfig, make_storage, metric_name, open_study
+from pipeline.core.problems import shipped
+from pipeline.core.results import TrainResult
+from pipeline.settings import ObjectiveConfig
+from pipeline.sweeping.study import StudyConfig, make_storage, metric_name, open_study
+from pipeline.tracking.recording import final_metrics, run_params
 
 
 def _result(val_value_mse: float, val_deriv_mse: float) -> TrainResult:

@@ -16,10 +16,10 @@ import pg
 import pytest
 from sweeping import NARROW_SPACE, Stores, run_sweep_in
 
-from pipeline.config import DataConfig
-from pipeline.data import make_dataset
-from pipeline.parent import register_best
-from pipeline.problems import shipped
+from pipeline.core.data import make_dataset
+from pipeline.core.problems import shipped
+from pipeline.settings import DataConfig
+from pipeline.sweeping.study_run import register_best
 
 NAME = "log-value"
 COMMON = ["objective=value", "train.epochs=300", "study.report_every=100", *NARROW_SPACE]

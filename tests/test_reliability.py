@@ -17,6 +17,8 @@ from pathlib import Path
 import pg
 import pytest
 
+from pipeline.names import PARENT_ATTR, PARENT_TAG, REASON, ROLE_TAG, STATE_TAG, TRIAL_TAG
+
 JOURNAL, TRACKING = "mlruns/optuna.journal", "sqlite:///mlruns/mlflow.db"
 
 
@@ -98,7 +100,13 @@ def test_unreachable_server_fails_fast(tmp_path, override):
 def test_existing_study_of_other_objective_is_refused_untouched(tmp_path):
     import optuna
 
-    from pipeline.study import StudyConfig, make_pruner, make_sampler, make_storage, open_study
+    from pipeline.sweeping.study import (
+        StudyConfig,
+        make_pruner,
+        make_sampler,
+        make_storage,
+        open_study,
+    )
 
     cfg = StudyConfig(storage=str(tmp_path / JOURNAL))
     study, _ = open_study(make_storage(cfg), "same", "value", make_sampler(cfg), make_pruner(cfg))
@@ -164,8 +172,8 @@ def assert_interrupted_then_resumes(tmp_path, result, number, code, overrides, n
     client = pg.tracking_client(TRACKING, tmp_path)
     run = pg.trial_run(client, study, number)
     assert run.info.status == "KILLED"
-    assert run.data.tags["optuna.state"] == "FAIL"
-    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert run.data.tags[STATE_TAG] == "FAIL"
+    parent = client.get_run(study.user_attrs[PARENT_ATTR])
     assert parent.info.status == "KILLED"
     again = pg.run_sweep(tmp_path, *overrides)
     assert again.returncode == 0, again.stderr
@@ -206,8 +214,8 @@ def test_diverging_trials_are_pruned_naming_the_epoch(tmp_path):
     study, runs = pg.assert_books(JOURNAL, TRACKING, "log-value", 2, cwd=tmp_path)
     for t in study.trials:
         assert t.state == TrialState.PRUNED
-        assert re.search(r"diverged: non-finite loss at epoch \d+", t.user_attrs["failure_reason"])
-    assert all("diverged" in r.data.tags["failure_reason"] for r in runs)
+        assert re.search(r"diverged: non-finite loss at epoch \d+", t.user_attrs[REASON])
+    assert all("diverged" in r.data.tags[REASON] for r in runs)
 
 
 def sweep_settings(tmp_path: Path, *overrides: str):
@@ -225,8 +233,8 @@ def sweep_settings(tmp_path: Path, *overrides: str):
 def test_failing_trials_are_recorded_and_too_many_stop_the_sweep(tmp_path, monkeypatch, capsys):
     from optuna.trial import TrialState
 
-    from pipeline import runner
-    from pipeline.trainer import Population
+    from pipeline.core.trainer import Population
+    from pipeline.sweeping import runner
 
     real_step, calls = Population.step, []
 
@@ -244,11 +252,11 @@ def test_failing_trials_are_recorded_and_too_many_stop_the_sweep(tmp_path, monke
     assert runner.run_sweep(settings) == 0
     study = pg.load_study(str(tmp_path / JOURNAL), "log-value")
     failed = study.get_trials(states=(TrialState.FAIL,))
-    assert len(failed) == 1 and "boom in trial" in failed[0].user_attrs["failure_reason"]
+    assert len(failed) == 1 and "boom in trial" in failed[0].user_attrs[REASON]
     client = pg.tracking_client(settings.tracking.uri)
     run = pg.trial_run(client, study, failed[0].number)
     assert run.info.status == "FAILED"
-    assert "RuntimeError: boom in trial" in run.data.tags["failure_reason"]
+    assert "RuntimeError: boom in trial" in run.data.tags[REASON]
     pg.assert_books(str(tmp_path / JOURNAL), settings.tracking.uri, "log-value", 2)
 
     def broken(self):
@@ -298,10 +306,10 @@ def test_check_reports_consistent_then_orphans_and_sweep_start_repairs(tmp_path)
     run_id = client.create_run(
         client.get_experiment_by_name("pipeline").experiment_id,
         tags={
-            "mlflow.parentRunId": study.user_attrs["mlflow_parent_run_id"],
-            "optuna.trial_number": str(trial.number),
-            "optuna.state": "RUNNING",
-            "pipeline.role": "trial",
+            PARENT_TAG: study.user_attrs[PARENT_ATTR],
+            TRIAL_TAG: str(trial.number),
+            STATE_TAG: "RUNNING",
+            ROLE_TAG: "trial",
         },
     ).info.run_id
     trial.set_user_attr("worker", f"{socket.gethostname()}:{gone.pid}")

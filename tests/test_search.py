@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import FixedTrial
 
-from pipeline.config import ACTIVATIONS, OPTIMIZERS, ConfigError
-from pipeline.search import (
+from pipeline.settings import ACTIVATIONS, OPTIMIZERS, ConfigError
+from pipeline.sweeping.space import (
     BASELINE,
     FloatRange,
     Hyperparams,

@@ -10,8 +10,9 @@ import pytest
 from optuna.trial import TrialState
 from sweeping import NARROW_SPACE, Stores, run_sweep_in, settings_for, store_overrides
 
-from pipeline.config import ConfigError
-from pipeline.study import make_sampler, read_study
+from pipeline.names import BASELINE_ATTR, PARENT_ATTR, REASON, STATE_TAG, TRIAL_TAG
+from pipeline.settings import ConfigError
+from pipeline.sweeping.study import make_sampler, read_study
 
 # ---------------------------------------------------------------------------------------------
 # Resume: `n_trials` is the study's total; a rerun never doubles and keeps the same parent run.
@@ -38,10 +39,10 @@ def test_rerun_adds_nothing_and_a_larger_n_trials_tops_up_under_the_same_parent(
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     (same_parent,) = stores.parents()
     assert same_parent.info.run_id == parent.info.run_id
-    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    assert study.user_attrs[PARENT_ATTR] == parent.info.run_id
     children = stores.children(parent.info.run_id)
     assert len(children) == 4 and first_runs < {r.info.run_id for r in children}
-    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == [0, 1, 2, 3]
+    assert sorted(int(r.data.tags[TRIAL_TAG]) for r in children) == [0, 1, 2, 3]
     assert same_parent.info.status == "FINISHED"
     assert same_parent.data.metrics["best_value"] == pytest.approx(study.best_value, rel=1e-9)
 
@@ -75,15 +76,15 @@ def test_median_pruner_prunes_and_the_run_says_so(tmp_path: Path) -> None:
     assert code == 0
     stores = Stores(tmp_path)
     study = stores.study("log-value")
-    assert study.trials[0].user_attrs.get("baseline") is True
+    assert study.trials[0].user_attrs.get(BASELINE_ATTR) is True
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     assert pruned, [t.state.name for t in study.trials]
     client = stores.client
     for trial in pruned:
         run = pg.trial_run(client, study, trial.number)
-        assert run.data.tags["optuna.state"] == "PRUNED"
-        assert run.data.tags["failure_reason"] == trial.user_attrs["failure_reason"]
-        assert "pruned" in run.data.tags["failure_reason"]
+        assert run.data.tags[STATE_TAG] == "PRUNED"
+        assert run.data.tags[REASON] == trial.user_attrs[REASON]
+        assert "pruned" in run.data.tags[REASON]
         epochs_run = int(run.data.metrics["epochs_run"])
         assert epochs_run < epochs
         assert max(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == epochs_run
@@ -157,7 +158,7 @@ def test_gp_sampler_without_torch_is_a_clean_config_error(tmp_path: Path) -> Non
         make_sampler(settings.study)
     assert caught.value.key == "study.sampler.name"
     # The whole sweep refuses with exit code 2 before writing any study or run.
-    from pipeline.runner import run_sweep
+    from pipeline.sweeping.runner import run_sweep
 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)

@@ -27,6 +27,18 @@ from sweeping import (
     trial_of,
 )
 
+from pipeline.names import (
+    BASELINE_ATTR,
+    BEST_TRIAL_TAG,
+    MODEL_TAG,
+    PARENT_ATTR,
+    PARENT_TAG,
+    ROLE_TAG,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+)
+
 # ---------------------------------------------------------------------------------------------
 # End to end: both objectives, default sampler and pruner, a few short trials. The space is
 # narrowed to the baseline's depth, activation and optimizer to keep XLA compiles to one per
@@ -51,22 +63,22 @@ def test_one_experiment_holds_one_parent_run_per_study(swept: Stores) -> None:
     studies = {s.study_name for s in swept.storage.get_all_studies()}
     assert studies == {"log-value", "log-derivative"}
     for objective, parent in by_objective.items():
-        assert parent.data.tags["optuna.study_name"] == f"log-{objective}"
+        assert parent.data.tags[STUDY_TAG] == f"log-{objective}"
         assert parent.info.status == "FINISHED"
         study = swept.study(f"log-{objective}")
-        assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+        assert study.user_attrs[PARENT_ATTR] == parent.info.run_id
 
 
 def test_parent_run_records_the_best_trial_and_study_plots(swept: Stores) -> None:
     client = swept.client
     for parent in swept.parents():
-        study = swept.study(parent.data.tags["optuna.study_name"])
+        study = swept.study(parent.data.tags[STUDY_TAG])
         best = study.best_trial
         assert parent.data.metrics["best_value"] == pytest.approx(best.value, rel=1e-9)
-        assert parent.data.tags["best_trial_number"] == str(best.number)
+        assert parent.data.tags[BEST_TRIAL_TAG] == str(best.number)
         best_run = client.get_run(parent.data.tags["best_run_id"])
-        assert best_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert best_run.data.tags["optuna.trial_number"] == str(best.number)
+        assert best_run.data.tags[PARENT_TAG] == parent.info.run_id
+        assert best_run.data.tags[TRIAL_TAG] == str(best.number)
         plots = artifact_paths(client, parent.info.run_id)
         assert {"plots/optimization_history.png", "plots/parallel_coordinate.png"} <= plots
         varied = len({tuple(sorted(t.params.items())) for t in study.trials}) > 1
@@ -77,18 +89,18 @@ def test_parent_run_records_the_best_trial_and_study_plots(swept: Stores) -> Non
 def test_every_trial_is_a_child_run_mirroring_its_optuna_trial(swept: Stores) -> None:
     client = swept.client
     for parent in swept.parents():
-        study = swept.study(parent.data.tags["optuna.study_name"])
+        study = swept.study(parent.data.tags[STUDY_TAG])
         children = swept.children(parent.info.run_id)
         assert len(children) == len(study.trials) == E2E_TRIALS
-        numbers = sorted(int(c.data.tags["optuna.trial_number"]) for c in children)
+        numbers = sorted(int(c.data.tags[TRIAL_TAG]) for c in children)
         assert numbers == list(range(E2E_TRIALS))
         for run in children:
             tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
             trial = trial_of(study, run)
-            assert tags["pipeline.role"] == "trial"
+            assert tags[ROLE_TAG] == "trial"
             assert tags["pipeline.objective"] == parent.data.tags["pipeline.objective"]
-            assert tags["optuna.study_name"] == study.study_name
-            assert tags["optuna.state"] == trial.state.name
+            assert tags[STUDY_TAG] == study.study_name
+            assert tags[STATE_TAG] == trial.state.name
             assert run.info.status == "FINISHED"
             assert set(UNIFORM_PARAMS) <= set(params)
             assert params["epochs"] == str(E2E_EPOCHS)
@@ -114,7 +126,7 @@ def test_every_trial_is_a_child_run_mirroring_its_optuna_trial(swept: Stores) ->
 def test_baseline_is_trial_zero(swept: Stores) -> None:
     for summary in swept.storage.get_all_studies():
         trial = swept.study(summary.study_name).trials[0]
-        assert trial.user_attrs.get("baseline") is True
+        assert trial.user_attrs.get(BASELINE_ATTR) is True
         assert trial.params == {
             "n_layers": 2,
             "units_l0": 10,
@@ -124,7 +136,7 @@ def test_baseline_is_trial_zero(swept: Stores) -> None:
             "learning_rate": pytest.approx(0.1),
         }
         others = swept.study(summary.study_name).trials[1:]
-        assert not any(t.user_attrs.get("baseline") for t in others)
+        assert not any(t.user_attrs.get(BASELINE_ATTR) for t in others)
 
 
 def test_best_trial_run_carries_a_loadable_keras_model(swept: Stores) -> None:
@@ -134,7 +146,7 @@ def test_best_trial_run_carries_a_loadable_keras_model(swept: Stores) -> None:
     client = swept.client
     parent = next(p for p in swept.parents() if p.data.tags["pipeline.objective"] == "value")
     best_run = parent.data.tags["best_run_id"]
-    assert client.get_run(best_run).data.tags.get("pipeline.model") == "logged"
+    assert client.get_run(best_run).data.tags.get(MODEL_TAG) == "logged"
     models = client.search_logged_models(experiment_ids=[swept.experiment_id()])
     from_best = [m for m in models if m.source_run_id == best_run]
     assert len(from_best) == 1 and from_best[0].name == "model"
@@ -148,9 +160,9 @@ def test_best_trial_run_carries_a_loadable_keras_model(swept: Stores) -> None:
     ]
     assert [layer.units for layer in model.layers[:-1]] == units
     # The logged model is the trained one: its validation error is the run's objective value.
-    from pipeline.config import DataConfig
-    from pipeline.data import make_dataset
-    from pipeline.problems import shipped
+    from pipeline.core.data import make_dataset
+    from pipeline.core.problems import shipped
+    from pipeline.settings import DataConfig
 
     data = make_dataset(DataConfig(), shipped("log"), anchor_x=1.0)
     predicted = np.asarray(model(data.x_val)).ravel()
@@ -174,7 +186,7 @@ def test_command_line_sweep_end_to_end(tmp_path: Path) -> None:
     parents = stores.parents()
     assert sorted(p.data.tags["pipeline.objective"] for p in parents) == ["derivative", "value"]
     for parent in parents:
-        study = stores.study(parent.data.tags["optuna.study_name"])
+        study = stores.study(parent.data.tags[STUDY_TAG])
         assert len(stores.children(parent.info.run_id)) == len(study.trials) == 2
         best_run = pg.trial_run(stores.client, study, study.best_trial.number)
         assert parent.data.tags["best_run_id"] == best_run.info.run_id
@@ -193,7 +205,7 @@ def test_a_population_trains_trials_together_each_its_own_run(tmp_path: Path) ->
     assert max(t.datetime_start for t in first) < min(t.datetime_complete for t in first)
     (parent,) = stores.parents()
     runs = stores.children(parent.info.run_id)
-    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in runs) == list(range(6))
+    assert sorted(int(r.data.tags[TRIAL_TAG]) for r in runs) == list(range(6))
     for run in runs:
         trial = trial_of(stores.study("log-value"), run)
         assert run.data.metrics["objective_value"] == pytest.approx(trial.value, rel=1e-6)

@@ -17,6 +17,8 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from pipeline.names import REASON, ROLE_TAG
+
 EPOCHS = 300
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -115,7 +117,7 @@ def trained(
 def test_run_is_finished_and_tagged(trained: tuple) -> None:
     objective, _, done, _, run = trained
     assert run.info.status == "FINISHED"
-    assert run.data.tags["pipeline.role"] == "run"
+    assert run.data.tags[ROLE_TAG] == "run"
     assert run.data.tags["pipeline.objective"] == objective
     assert run.info.run_id in done.stdout
     assert "Traceback" not in done.stderr
@@ -181,7 +183,7 @@ def test_diverged_run_is_recorded_as_failed_at_that_epoch(
     assert run.info.status == "FAILED"
     epochs_run = int(run.data.metrics["epochs_run"])
     assert 1 < epochs_run < EPOCHS  # SGD at lr 1e6 overflows within a few epochs
-    assert run.data.tags["failure_reason"] == f"non-finite loss at epoch {epochs_run}"
+    assert run.data.tags[REASON] == f"non-finite loss at epoch {epochs_run}"
     assert f"non-finite loss at epoch {epochs_run}" in done.stdout
     history = sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)
     assert history[-1].step == epochs_run  # nothing logged past the divergence

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from helpers import per_slot, stacked
 
-from pipeline.data import Dataset
-from pipeline.graph import graphs_compiled
-from pipeline.layout import Layout
-from pipeline.losses import validation_errors, value_and_slope
-from pipeline.model import build_model, initial_weights
-from pipeline.trainer import Report, TrainResult, TrainSpec, train
+from pipeline.core.data import Dataset
+from pipeline.core.graph import graphs_compiled
+from pipeline.core.layout import Layout
+from pipeline.core.losses import validation_errors, value_and_slope
+from pipeline.core.model import build_model, initial_weights
+from pipeline.core.trainer import Report, TrainResult, TrainSpec, train
 
 # XLA compiles a graph per (activations, slope term, layout, chunk length), ~1 s each; the
 # specs below share chunk lengths to keep the suite fast.
@@ -75,9 +75,9 @@ def capable_start() -> list[np.ndarray]:
 def post_points() -> Dataset:
     """The post's data with its 19 points as the collocation grid too: the derivative objective
     trained the post's way (the figures measured below are on these points)."""
-    from pipeline.config import DataConfig
-    from pipeline.data import make_dataset
-    from pipeline.problems import shipped
+    from pipeline.core.data import make_dataset
+    from pipeline.core.problems import shipped
+    from pipeline.settings import DataConfig
 
     return make_dataset(DataConfig(n_colloc=DataConfig().n_train), shipped("log"), anchor_x=1.0)
 

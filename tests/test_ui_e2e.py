@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from contract import UNIFORM_PARAMS
 
+from pipeline.names import PARENT_TAG, ROLE_TAG
 from pipeline.ui import CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -105,11 +106,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     experiment_id = client.get_experiment_by_name("pipeline").experiment_id
     runs = client.search_runs([experiment_id], max_results=1000)
     studies = {}
-    for parent in (r for r in runs if r.data.tags.get("pipeline.role") == "study"):
+    for parent in (r for r in runs if r.data.tags.get(ROLE_TAG) == "study"):
         trials = {
             r.info.run_name: r.info.run_id
             for r in runs
-            if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+            if r.data.tags.get(PARENT_TAG) == parent.info.run_id
         }
         studies[parent.data.tags["pipeline.objective"]] = Study(
             parent.info.run_name, parent.info.run_id, trials

@@ -16,6 +16,16 @@ from pathlib import Path
 import pg
 import pytest
 
+from pipeline.names import (
+    BEST_TRIAL_TAG,
+    PARENT_ATTR,
+    PARENT_TAG,
+    ROLE_TAG,
+    STATE_TAG,
+    TRIAL_TAG,
+    WORKER_ATTR,
+)
+
 JOURNAL, TRACKING = "mlruns/optuna.journal", "sqlite:///mlruns/mlflow.db"
 
 
@@ -25,7 +35,7 @@ def test_two_local_workers_share_the_journal_study(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     study, _ = pg.assert_books(JOURNAL, TRACKING, "log-value", 4, 2, tmp_path)
-    workers = {t.user_attrs["worker"] for t in study.trials}
+    workers = {t.user_attrs[WORKER_ATTR] for t in study.trials}
     assert len(workers) == 2, workers  # both processes ran trials
 
 
@@ -44,19 +54,19 @@ def test_a_local_worker_killed_mid_trial_leaves_the_study_closed(tmp_path):
         trial = pg.running_trial(JOURNAL, "log-value", cwd=tmp_path)
         if trial is None or not trial.intermediate_values:
             return None
-        worker = trial.user_attrs["worker"]
+        worker = trial.user_attrs[WORKER_ATTR]
         study = pg.load_study(JOURNAL, "log-value", tmp_path)
         client = pg.tracking_client(TRACKING, tmp_path)  # opened only once the store exists
         recorded = all(  # its earlier trials' runs are closed (see the repair test below)
             (run := pg.trial_run(client, study, t.number)) and run.info.status != "RUNNING"
             for t in study.trials
-            if t.state.is_finished() and t.user_attrs.get("worker") == worker
+            if t.state.is_finished() and t.user_attrs.get(WORKER_ATTR) == worker
         )
         return trial if recorded else None
 
     try:
         trial = pg.wait_until(worker_mid_trial, 300, "a worker's trial mid-training", 0.3)
-        os.kill(int(trial.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+        os.kill(int(trial.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
         result = finish(sweep)
     finally:
         if sweep.poll() is None:
@@ -64,11 +74,9 @@ def test_a_local_worker_killed_mid_trial_leaves_the_study_closed(tmp_path):
             sweep.communicate()
     assert result.returncode == 0, result.stderr
     study, _ = pg.assert_books(JOURNAL, TRACKING, "log-value", 6, 2, tmp_path)
-    parent = pg.tracking_client(TRACKING, tmp_path).get_run(
-        study.user_attrs["mlflow_parent_run_id"]
-    )
+    parent = pg.tracking_client(TRACKING, tmp_path).get_run(study.user_attrs[PARENT_ATTR])
     assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
-    assert "best_trial_number" in parent.data.tags
+    assert BEST_TRIAL_TAG in parent.data.tags
 
 
 def test_repair_closes_the_run_a_dead_worker_never_finished_recording(tmp_path):
@@ -77,23 +85,23 @@ def test_repair_closes_the_run_a_dead_worker_never_finished_recording(tmp_path):
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from pipeline import consistency
+    from pipeline.sweeping import consistency
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a local worker that no longer exists
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("pipeline")
     parent = client.create_run(experiment).info.run_id
-    tags = {"mlflow.parentRunId": parent, "optuna.trial_number": "0"}
+    tags = {PARENT_TAG: parent, TRIAL_TAG: "0"}
     run_id = client.create_run(experiment, tags=tags).info.run_id  # RUNNING, as it was left
     study = optuna.create_study()
-    study.set_user_attr("mlflow_parent_run_id", parent)
+    study.set_user_attr(PARENT_ATTR, parent)
     worker = f"{socket.gethostname()}:{gone.pid}"
     study.add_trial(optuna.trial.create_trial(value=0.25, user_attrs={"worker": worker}))
     lines = consistency.repair(study, client)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
-    assert run.data.tags["optuna.state"] == "COMPLETE"  # the trial stands in Optuna
+    assert run.data.tags[STATE_TAG] == "COMPLETE"  # the trial stands in Optuna
     assert run.data.metrics["objective_value"] == 0.25
     assert any(run_id in line for line in lines)
     assert consistency.repair(study, client) == []  # once closed, nothing more to do
@@ -146,7 +154,7 @@ def test_two_machines_share_a_postgres_study_and_mlflow_server(tmp_path, mlflow_
         assert r.returncode == 0, r.stderr
         assert "Traceback" not in r.stderr
     study, _ = pg.assert_books(storage, mlflow_server.uri, name, 4, 2)
-    pids = {int(str(t.user_attrs["worker"]).rpartition(":")[2]) for t in study.trials}
+    pids = {int(str(t.user_attrs[WORKER_ATTR]).rpartition(":")[2]) for t in study.trials}
     assert pids == {p.pid for p in machines}
 
 
@@ -181,7 +189,7 @@ def test_sigkill_mid_trial_is_retried_and_closed(tmp_path, mlflow_server, storag
             return None
         study = pg.load_study(storage, name)
         mine = [
-            t for t in study.trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            t for t in study.trials if t.user_attrs.get(WORKER_ATTR, "").endswith(f":{victim.pid}")
         ]
         recorded = all(
             (run := pg.trial_run(client, study, t.number)) and run.info.status != "RUNNING"
@@ -208,7 +216,7 @@ def test_sigkill_mid_trial_is_retried_and_closed(tmp_path, mlflow_server, storag
     assert dead.state == TrialState.FAIL
     run = pg.trial_run(client, study, dead.number)
     assert run.info.status == "KILLED"
-    assert run.data.tags["optuna.state"] == "FAIL"
+    assert run.data.tags[STATE_TAG] == "FAIL"
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
     assert retried, "the killed trial was not retried"
     assert retried[0].params == dead.params
@@ -259,7 +267,7 @@ def test_storage_password_never_leaks(tmp_path, storage_db):
     client = pg.tracking_client(TRACKING, tmp_path)
     experiment = client.get_experiment_by_name("pipeline")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("pipeline.role") == "study"]
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "study"]
     assert len(parents) == 2
     assert {r.data.params["storage"] for r in parents} == {
         f"postgresql://{role}:***@127.0.0.1:5432/{storage_db}"
@@ -275,7 +283,7 @@ def test_storage_password_never_leaks(tmp_path, storage_db):
 @pytest.mark.postgres
 def test_workers_opening_a_fresh_database_together_all_get_the_storage(storage_db):
     # Workers started at once on an empty database race to create Optuna's schema.
-    from pipeline.study import StudyConfig, make_storage
+    from pipeline.sweeping.study import StudyConfig, make_storage
 
     cfg = StudyConfig(storage=pg.url(storage_db))
     start = threading.Barrier(4)

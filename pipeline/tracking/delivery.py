@@ -17,11 +17,11 @@ from pathlib import Path
 from mlflow.entities import Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
-from pipeline.config import ObjectiveConfig
-from pipeline.outage import TrackingOutage, backoff, first_line, unreachable
-from pipeline.record import record_training
-from pipeline.spool import Spool, TrialRecord, UnreadableRecord, claimed
+from pipeline.names import PARENT_TAG
+from pipeline.settings import ObjectiveConfig
+from pipeline.tracking.outage import TrackingOutage, backoff, first_line, unreachable
+from pipeline.tracking.recording import record_training
+from pipeline.tracking.spool import Spool, TrialRecord, UnreadableRecord, claimed
 
 
 class Link:
@@ -59,8 +59,7 @@ def find_trial_run(
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{tracking.PARENT}` = '{parent_run_id}' "
-            f"and tags.`optuna.trial_number` = '{number}'"
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`optuna.trial_number` = '{number}'"
         ),
         max_results=5,
         order_by=["attributes.start_time ASC"],
@@ -84,7 +83,7 @@ def send_record(client: MlflowClient, record: TrialRecord) -> str:
         run_id = client.create_run(
             record.experiment_id,
             start_time=record.start_ms,
-            tags={**record.tags, tracking.PARENT: record.parent_run_id},
+            tags={**record.tags, PARENT_TAG: record.parent_run_id},
             run_name=record.run_name,
         ).info.run_id
     else:

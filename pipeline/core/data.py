@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import ConfigError, DataConfig
-from pipeline.problems import Problem
+from pipeline.core.problems import Problem
+from pipeline.settings import ConfigError, DataConfig
 
 Points = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, f(x), f'(x): float32 columns (n, 1)
 

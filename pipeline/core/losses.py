@@ -1,6 +1,6 @@
 """The math of a population of networks on stacked weights (TensorFlow): f, f', losses, errors.
 
-Every tensor carries the slot axis first (see `pipeline.layout`): slot k's network reads only
+Every tensor carries the slot axis first (see `pipeline.core.layout`): slot k's network reads only
 slot k's weights and inputs, so K networks train in one graph exactly as each would alone.
 f' is taken by an inner GradientTape that watches x; because x is per slot, the gradient of the
 summed outputs is each slot's own derivative at each of its points.

@@ -15,13 +15,20 @@ from typing import Any
 import optuna
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
-from pipeline.plots import save_study_plots
-from pipeline.study import finished_count
+from pipeline.names import (
+    BASELINE_ATTR,
+    BEST_ALIAS,
+    BEST_TRIAL_TAG,
+    MODEL_TAG,
+    OBJECTIVE_TAG,
+    PARENT_ATTR,
+    ROLE_TAG,
+    STUDY_TAG,
+)
+from pipeline.sweeping.study import finished_count
+from pipeline.tracking import store
+from pipeline.tracking.plots import save_study_plots
 
-PARENT_ATTR = "mlflow_parent_run_id"
-BEST_ALIAS = "best"  # models:/<study name>@best is the study's best model
-BASELINE_ATTR = "baseline"
 WAIT_FOR_CREATOR_S = 60.0
 WAIT_FOR_BEST_RUN_S = 10.0
 
@@ -73,14 +80,14 @@ def ensure_parent_run(
         )
     run_id = run_id or _search(client, experiment_id, study.study_name)
     if run_id is None:
-        run_id = tracking.start_run(
+        run_id = store.start_run(
             client,
             experiment_id,
             name=study.study_name,
             tags={
-                tracking.ROLE: "study",
-                tracking.OBJECTIVE: objective,
-                "optuna.study_name": study.study_name,
+                ROLE_TAG: "study",
+                OBJECTIVE_TAG: objective,
+                STUDY_TAG: study.study_name,
             },
         )
         client.log_batch(run_id, params=_params(params), synchronous=True)
@@ -118,7 +125,7 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
 def best_run_id(client: MlflowClient, parent_run_id: str, number: int) -> str | None:
     """The run of the best trial, found by its tags; waits briefly for one another worker's
     recorder may still be sending (its trial finished, its record not yet in MLflow)."""
-    from pipeline.delivery import find_trial_run
+    from pipeline.tracking.delivery import find_trial_run
 
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     deadline = time.monotonic() + WAIT_FOR_BEST_RUN_S
@@ -135,8 +142,8 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
     Idempotent: any worker that sees the study done may call it. Returns `summarize(study)`
     plus `best_run_id`, the best trial's run (also the study run's tag).
     """
-    from pipeline.model import build_model
-    from pipeline.record import load_weights
+    from pipeline.core.model import build_model
+    from pipeline.tracking.recording import load_weights
 
     summary = summarize(study)
     metrics = {f"n_{k.lower()}": float(v) for k, v in summary["counts"].items() if k != "WAITING"}
@@ -145,19 +152,19 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
     if best is not None:
         best_run = best_run_id(client, parent_run_id, best.number)
         metrics["best_value"] = float(best.value)
-        tags = {"best_trial_number": str(best.number)}
+        tags = {BEST_TRIAL_TAG: str(best.number)}
         if best_run is None:
             print(f"warning: the best trial #{best.number} has no run yet", file=sys.stderr)
         else:
             summary["best_run_id"] = tags["best_run_id"] = best_run
-        if best_run and client.get_run(best_run).data.tags.get("pipeline.model") != "logged":
+        if best_run and client.get_run(best_run).data.tags.get(MODEL_TAG) != "logged":
             params = best.params
             hidden = [params[f"units_l{i}"] for i in range(params["n_layers"])]
             model = build_model(hidden, params["activation"], seed=0)
             try:
                 model.set_weights(load_weights(client, best_run))
-                tracking.log_keras_model(client, best_run, model)
-                client.set_tag(best_run, "pipeline.model", "logged")
+                store.log_keras_model(client, best_run, model)
+                client.set_tag(best_run, MODEL_TAG, "logged")
             except Exception as error:  # the study's books still close; say what is missing
                 print(
                     f"warning: best model not logged for run {best_run}: {error}", file=sys.stderr
@@ -175,10 +182,10 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
         tags=[RunTag(k, v) for k, v in tags.items()],
         synchronous=True,
     )
-    with tracking.scratch_dir() as scratch:
+    with store.scratch_dir() as scratch:
         if save_study_plots(study, Path(scratch)):
-            tracking.log_directory(client, parent_run_id, Path(scratch), "plots")
-    tracking.end_run(client, parent_run_id)
+            store.log_directory(client, parent_run_id, Path(scratch), "plots")
+    store.end_run(client, parent_run_id)
     return summary
 
 

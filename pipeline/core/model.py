@@ -2,7 +2,7 @@
 
 `build_model` gives the Keras model a run's weights come from and go back into (the best
 trial's model is logged in the Keras flavour); `seeded_weights` gives the same initial weights
-cheaply. The trainer packs them into `pipeline.layout`'s padded stacks to train them.
+cheaply. The trainer packs them into `pipeline.core.layout`'s padded stacks to train them.
 """
 
 from __future__ import annotations

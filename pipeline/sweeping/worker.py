@@ -21,15 +21,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from pipeline import consistency, delivery, tracking
-from pipeline.config import ObjectiveConfig, redact
-from pipeline.outage import QUICK_S, TrackingOutage, on_storage, patiently, steady_heartbeats
-from pipeline.parent import BASELINE_ATTR, ensure_parent_run, finalize
-from pipeline.progress import Watch, failure_reason, storage_away
-from pipeline.search import BASELINE, as_params, contains
-from pipeline.settings import SweepSettings
-from pipeline.spool import Spool
-from pipeline.study import (
+from pipeline.names import BASELINE_ATTR, REASON
+from pipeline.settings import ObjectiveConfig, redact
+from pipeline.sweeping import consistency
+from pipeline.sweeping.handle import SweepSettings
+from pipeline.sweeping.progress import Watch, failure_reason, storage_away
+from pipeline.sweeping.space import BASELINE, as_params, contains
+from pipeline.sweeping.study import (
     StudyConfig,
     finished_count,
     make_pruner,
@@ -38,10 +36,20 @@ from pipeline.study import (
     open_study,
     study_name,
 )
+from pipeline.sweeping.study_run import ensure_parent_run, finalize
+from pipeline.tracking import delivery, store
+from pipeline.tracking.outage import (
+    QUICK_S,
+    TrackingOutage,
+    on_storage,
+    patiently,
+    steady_heartbeats,
+)
+from pipeline.tracking.spool import Spool
 
 if TYPE_CHECKING:
-    from pipeline.record import BackgroundRecorder
-    from pipeline.trials import TrialContext
+    from pipeline.sweeping.trials import TrialContext
+    from pipeline.tracking.recording import BackgroundRecorder
 
 
 @dataclass
@@ -99,7 +107,7 @@ def trial_line(name: str, t: optuna.trial.FrozenTrial, best: float | None) -> st
     p = t.params
     units = ",".join(str(p.get(f"units_l{i}")) for i in range(p.get("n_layers", 0)))
     value = f"{t.value:.3e}" if t.value is not None else "-"
-    why = t.user_attrs.get("failure_reason", "")
+    why = t.user_attrs.get(REASON, "")
     seconds = (t.duration.total_seconds()) if t.duration else 0.0
     best_text = f"best {best:.3e}" if best is not None else "best -"
     return (
@@ -142,7 +150,7 @@ def prepare_study(
     params = parent_params(settings, objective)
 
     def books() -> tuple[Any, str, str]:
-        client, experiment_id = tracking.connect(settings.tracking)
+        client, experiment_id = store.connect(settings.tracking)
         parent = ensure_parent_run(study, created, client, experiment_id, objective.name, params)
         return client, experiment_id, parent
 
@@ -198,7 +206,7 @@ def _wind_down(
         if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        end = lambda: tracking.end_run(client, parent, status)  # noqa: E731
+        end = lambda: store.end_run(client, parent, status)  # noqa: E731
         patiently(end, uri, QUICK_S, recorder.spool.directory)
     except TrackingOutage:
         pass  # the rerun sends the records and reopens the study run
@@ -212,9 +220,9 @@ def _work(
     record_failed: consistency.RecordFailed,
     progress: bool,
 ) -> None:
-    """This worker's trials, trained in populations (`pipeline.trials.train_trials`), until the
+    """This worker's trials, trained in populations (`trials.train_trials`), until the
     study has `n_trials`; a line per trial, the progress bar, and the failure and outage limits."""
-    from pipeline.trials import train_trials
+    from pipeline.sweeping.trials import train_trials
 
     name = ctx.study_name
     # The storage dropping its connections (a PostgreSQL restart) is waited for between
@@ -268,8 +276,8 @@ def run_study(
     `recorder` records the finished trials; it is drained here (the study's books close only
     once MLflow has every run), its owner closes it.
     """
-    from pipeline.data import make_dataset
-    from pipeline.trials import TrialContext
+    from pipeline.core.data import make_dataset
+    from pipeline.sweeping.trials import TrialContext
 
     cfg, tracking_cfg = settings.study, settings.tracking
     name = study_name(cfg.name, objective.name, n_objectives)

@@ -22,12 +22,12 @@ from mlflow.tracking import MlflowClient
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline import tracking
-from pipeline.spool import Spool, TrialRecord, trial_record
-from pipeline.study import REASON, STATE, WORKER_ATTR
+from pipeline.names import PARENT_ATTR, PARENT_TAG, REASON, STATE_TAG, TRIAL_TAG, WORKER_ATTR
+from pipeline.tracking import store
+from pipeline.tracking.spool import Spool, TrialRecord, trial_record
 
 if TYPE_CHECKING:
-    from pipeline.settings import SweepSettings
+    from pipeline.sweeping.handle import SweepSettings
 
 DIED = "worker died (heartbeat lost or process gone)"
 UNCLAIMED_AFTER_S = 30.0  # a worker names itself on its trial within moments of asking
@@ -77,7 +77,7 @@ def trial_runs(
     running = " and attributes.status = 'RUNNING'" if running_only else ""
     return client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{tracking.PARENT}` = '{parent_run_id}'{running}",
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'{running}",
         max_results=50_000,
         order_by=["attributes.start_time ASC"],
     )
@@ -88,7 +88,7 @@ def _by_trial(runs: list[Run]) -> tuple[dict[int, list[Run]], list[str]]:
     grouped: dict[int, list[Run]] = {}
     untagged = []
     for run in runs:
-        number = run.data.tags.get("optuna.trial_number", "")
+        number = run.data.tags.get(TRIAL_TAG, "")
         if number.isdigit():
             grouped.setdefault(int(number), []).append(run)
         else:
@@ -113,7 +113,7 @@ def check(
         if not runs:
             continue
         found.duplicate_runs += [r.info.run_id for r in runs[1:]]
-        run, tagged = runs[0], runs[0].data.tags.get(STATE)
+        run, tagged = runs[0], runs[0].data.tags.get(STATE_TAG)
         if t.state.is_finished() and run.info.status == "RUNNING":
             found.stale_running_runs.append(run.info.run_id)
         elif t.state.is_finished() and tagged != t.state.name:
@@ -217,7 +217,6 @@ def repair(
 def _close_left_running(study: optuna.Study, client: MlflowClient) -> list[str]:
     """Runs of finished trials left RUNNING by a local worker that died while recording them:
     the trial stands in Optuna; the run is closed KILLED with the trial's state and value."""
-    from pipeline.parent import PARENT_ATTR
 
     parent = study.user_attrs.get(PARENT_ATTR)
     if not parent:
@@ -231,7 +230,7 @@ def _close_left_running(study: optuna.Study, client: MlflowClient) -> list[str]:
             continue
         run_id = runs[0].info.run_id
         reason = DIED if t.state == TrialState.FAIL else "worker died before the run was recorded"
-        tags = {STATE: t.state.name, REASON: reason}
+        tags = {STATE_TAG: t.state.name, REASON: reason}
         metrics = {"objective_value": t.value} if t.value is not None else {}
         client.log_batch(
             run_id,
@@ -239,7 +238,7 @@ def _close_left_running(study: optuna.Study, client: MlflowClient) -> list[str]:
             tags=[RunTag(k, v) for k, v in tags.items()],
             synchronous=True,
         )
-        tracking.end_run(client, run_id, "KILLED")
+        store.end_run(client, run_id, "KILLED")
         done.append(f"run {run_id} of trial {t.number}: closed as KILLED ({reason})")
     return done
 
@@ -247,9 +246,8 @@ def _close_left_running(study: optuna.Study, client: MlflowClient) -> list[str]:
 def check_sweep(settings: SweepSettings, spool: Spool) -> int:
     """`check=true`: send what `spool` holds (records of finished trials are facts, not repairs),
     then compare each study with its MLflow runs and print the findings; 0 when consistent."""
-    from pipeline.delivery import client_for, send_waiting
-    from pipeline.parent import PARENT_ATTR
-    from pipeline.study import make_storage, study_name
+    from pipeline.sweeping.study import make_storage, study_name
+    from pipeline.tracking.delivery import client_for, send_waiting
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     send_waiting(spool, settings.tracking.outage_timeout, print)

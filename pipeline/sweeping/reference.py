@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pipeline.config import ObjectiveConfig
-from pipeline.objectives import get as get_objective
-from pipeline.settings import SweepSettings
+from pipeline.core.objectives import get as get_objective
+from pipeline.settings import ObjectiveConfig
+from pipeline.sweeping.handle import SweepSettings
 
 if TYPE_CHECKING:
-    from pipeline.worker import StudyOutcome
+    from pipeline.sweeping.worker import StudyOutcome
 
 METRIC = "reference_value"  # the study run's metric
 
@@ -24,11 +24,11 @@ METRIC = "reference_value"  # the study run's metric
 def reference_value(settings: SweepSettings, objective: ObjectiveConfig) -> float:
     """The objective's validation error (`objective_value`) of the post's network, optimizer
     and epochs trained on the data points, from the sweep's seed, as trial 0 is trained."""
-    from pipeline.data import make_dataset
-    from pipeline.model import seeded_weights
-    from pipeline.record import objective_value
-    from pipeline.search import BASELINE, layout_for
-    from pipeline.trainer import TrainSpec, train
+    from pipeline.core.data import make_dataset
+    from pipeline.core.model import seeded_weights
+    from pipeline.core.trainer import TrainSpec, train
+    from pipeline.sweeping.space import BASELINE, layout_for
+    from pipeline.tracking.recording import objective_value
 
     data_cfg = settings.data
     if get_objective(objective.name).points == "colloc":  # the data points become the grid
@@ -54,15 +54,16 @@ def reference_value(settings: SweepSettings, objective: ObjectiveConfig) -> floa
 def references(settings: SweepSettings, outcomes: list[StudyOutcome]) -> dict[str, float]:
     """Per study whose objective trains on collocation points, the post's network trained the
     post's way (on the data points), also logged on the study run as `reference_value`."""
-    from pipeline import cli, tracking
+    from pipeline import entry
+    from pipeline.tracking import store
 
     found = {}
     client = None
     for objective, o in zip(settings.objectives, outcomes, strict=True):
         if get_objective(objective.name).points != "colloc":
             continue  # the baseline (trial 0) already is the post's network on the data points
-        cli.import_tensorflow_quietly()
+        entry.import_tensorflow_quietly()
         found[o.objective] = value = reference_value(settings, objective)
-        client = client or tracking.connect(settings.tracking)[0]
+        client = client or store.connect(settings.tracking)[0]
         client.log_metric(o.parent_run_id, METRIC, value)
     return found

@@ -20,19 +20,17 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from pipeline import objectives
-from pipeline.config import ConfigError, read_int, redact
+from pipeline.core import objectives
+from pipeline.names import OBJECTIVE_ATTR
+from pipeline.settings import ConfigError, read_int, redact
 
 # What a trial carries: its run id and worker (Optuna user attrs), its state as a run tag, and
 # why it failed or was pruned (both).
-WORKER_ATTR = "worker"
-STATE, REASON = "optuna.state", "failure_reason"
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
 PRUNERS = ("median", "hyperband", "none")
 RDB_SCHEMES = ("postgresql", "mysql", "sqlite")  # backend names, any driver
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-OBJECTIVE_ATTR = "pipeline.objective"
 SCHEMA_ATTEMPTS = 5
 
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import ACTIVATIONS, OPTIMIZERS, ConfigError, read_float, read_int
-from pipeline.layout import Layout
+from pipeline.core.layout import Layout
+from pipeline.settings import ACTIVATIONS, OPTIMIZERS, ConfigError, read_float, read_int
 
 
 @dataclass(frozen=True)

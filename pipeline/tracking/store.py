@@ -19,10 +19,8 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import TrackingConfig
-
-ROLE, OBJECTIVE = "pipeline.role", "pipeline.objective"
-PARENT = "mlflow.parentRunId"
+from pipeline.names import DEFAULT_STORE, PARENT_TAG
+from pipeline.settings import TrackingConfig
 
 # MLflow 3 reports usage telemetry by default: nothing of a user's sweep leaves the machine.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -33,7 +31,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 for _name in ("alembic", "mlflow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-# While a tracking server is away the sweep says so once (pipeline.outage, pipeline.delivery);
+# While a tracking server is away the sweep says so once (tracking.outage and .delivery);
 # urllib3's "Retrying ..." and MLflow's own retry warnings would repeat it per request.
 for _name in ("urllib3", "mlflow.utils.rest_utils", "mlflow.utils.request_utils"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -84,7 +82,7 @@ def start_run(
     """Create a RUNNING run (nested under `parent_run_id` when given) and return its id."""
     all_tags = dict(tags)
     if parent_run_id is not None:
-        all_tags[PARENT] = parent_run_id
+        all_tags[PARENT_TAG] = parent_run_id
     return client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
 
 
@@ -173,7 +171,7 @@ def ui_command(uri: str, experiment_id: str | None = None) -> str:
     `python -m pipeline.ui` serves the MLflow UI and prints the deep link to the experiment's
     training runs (MLflow 3 otherwise opens on a GenAI overview that shows none of them).
     """
-    from pipeline.ui import DEFAULT_STORE, runs_url
+    from pipeline.ui import runs_url
 
     if uri.startswith(("http://", "https://")):
         return runs_url(uri, experiment_id) if experiment_id else uri

@@ -5,7 +5,7 @@ optimizer, learning rate, initial weights, epoch count) inside one compiled grap
 `Layout` is the largest network it serves. Epochs run in a graph `while_loop` in chunks of
 `report_every`; between chunks every slot reports, and a caller may stop a slot (pruning) or
 refill a finished one with a new network. A slot's result equals training that network alone.
-The graph (`pipeline.graph`) is cached per (activations, slope term): a sweep compiles one per
+The graph (`pipeline.core.graph`) is cached per (activations, slope term): a sweep compiles one per
 layout and objective kind. `train` runs one network (a population of one). Imports neither
 MLflow nor Optuna.
 """
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from pipeline import objectives
-from pipeline.data import Dataset
-from pipeline.graph import compiled_chunk, note_first_call
-from pipeline.layout import Layout, pack, unpack
-from pipeline.results import Report, TrainResult
+from pipeline.core import objectives
+from pipeline.core.data import Dataset
+from pipeline.core.graph import compiled_chunk, note_first_call
+from pipeline.core.layout import Layout, pack, unpack
+from pipeline.core.results import Report, TrainResult
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from pipeline.config import redact
+from pipeline.settings import redact
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage

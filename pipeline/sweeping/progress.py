@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial
 
-from pipeline.config import TrackingConfig, redact
-from pipeline.outage import TrackingOutage, first_line
-from pipeline.study import REASON
+from pipeline.names import REASON
+from pipeline.settings import TrackingConfig, redact
+from pipeline.tracking.outage import TrackingOutage, first_line
 
 if TYPE_CHECKING:
-    from pipeline.record import BackgroundRecorder
+    from pipeline.tracking.recording import BackgroundRecorder
 
 
 class Watch:

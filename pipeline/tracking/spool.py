@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import Dataset
-from pipeline.results import TrainResult
+from pipeline.core.data import Dataset
+from pipeline.core.results import TrainResult
+from pipeline.names import OBJECTIVE_TAG, REASON, ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 SUFFIX = ".rec"
 FAILED_DIR = "failed"  # records MLflow refused (not an outage): kept for a look, never resent
@@ -85,16 +86,14 @@ def trial_record(
     `state` is Optuna's (COMPLETE, PRUNED, FAIL); a FAIL run ends KILLED when `killed`
     (interrupted, worker died), else FAILED. Independent of how the trial was run.
     """
-    from pipeline import tracking
-    from pipeline.study import REASON, STATE
 
     end = time.time() if end is None else end
     tags = {
-        tracking.ROLE: "trial",
-        tracking.OBJECTIVE: objective,
-        "optuna.study_name": study_name,
-        "optuna.trial_number": str(number),
-        STATE: state,
+        ROLE_TAG: "trial",
+        OBJECTIVE_TAG: objective,
+        STUDY_TAG: study_name,
+        TRIAL_TAG: str(number),
+        STATE_TAG: state,
     } | ({REASON: reason} if reason else {})
     status = "FINISHED" if state != "FAIL" else ("KILLED" if killed else "FAILED")
     return TrialRecord(

@@ -14,16 +14,19 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline import cli, consistency, delivery, tracking
-from pipeline.outage import QUICK_S, TrackingOutage, patiently
-from pipeline.parent import PARENT_ATTR, summarize
-from pipeline.settings import SweepSettings
-from pipeline.spool import Spool
-from pipeline.study import make_storage, study_name
+from pipeline import entry
+from pipeline.names import PARENT_ATTR
+from pipeline.sweeping import consistency
+from pipeline.sweeping.handle import SweepSettings
+from pipeline.sweeping.study import make_storage, study_name
+from pipeline.sweeping.study_run import summarize
+from pipeline.tracking import delivery, store
+from pipeline.tracking.outage import QUICK_S, TrackingOutage, patiently
+from pipeline.tracking.spool import Spool
 
 if TYPE_CHECKING:
-    from pipeline.record import BackgroundRecorder
-    from pipeline.worker import StudyOutcome
+    from pipeline.sweeping.worker import StudyOutcome
+    from pipeline.tracking.recording import BackgroundRecorder
 
 
 def _studies(settings: SweepSettings) -> list[tuple[str, optuna.Study]]:
@@ -37,7 +40,7 @@ def close_parents(settings: SweepSettings, status: str) -> None:
     spool = Spool.of_sweep(settings.tracking.uri, settings.study.storage)
     quickly = partial(patiently, uri=settings.tracking.uri, patience=QUICK_S, spool=spool.directory)
     try:
-        client, experiment = quickly(partial(tracking.connect, settings.tracking))
+        client, experiment = quickly(partial(store.connect, settings.tracking))
         delivery.send_waiting(spool, QUICK_S, lambda line: None)
         for (name, study), objective in zip(_studies(settings), settings.objectives, strict=True):
             parent = study.user_attrs.get(PARENT_ATTR)
@@ -50,7 +53,7 @@ def close_parents(settings: SweepSettings, status: str) -> None:
 
             quickly(partial(consistency.repair, study, client, record_failed))
             if parent and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                quickly(partial(tracking.end_run, client, parent, status))
+                quickly(partial(store.end_run, client, parent, status))
     except TrackingOutage:
         pass  # the spool keeps the records; the rerun sends them and reopens the study runs
 
@@ -60,12 +63,12 @@ def outcomes(
 ) -> list[StudyOutcome]:
     """Each study's summary; a study whose books a worker could not close (it died) is
     finalised here, the one case where this process needs TensorFlow."""
-    from pipeline.worker import StudyOutcome, run_study
+    from pipeline.sweeping.worker import StudyOutcome, run_study
 
     spool = Spool.of_sweep(settings.tracking.uri, settings.study.storage)
     patience = settings.tracking.outage_timeout
     wait = partial(patiently, uri=settings.tracking.uri, patience=patience, spool=spool.directory)
-    client, experiment_id = wait(partial(tracking.connect, settings.tracking))
+    client, experiment_id = wait(partial(store.connect, settings.tracking))
     found = []
     for (name, study), objective in zip(_studies(settings), settings.objectives, strict=True):
         parent = study.user_attrs.get(PARENT_ATTR, "")
@@ -74,7 +77,7 @@ def outcomes(
             summary = summarize(study) | {"best_run_id": run.data.tags.get("best_run_id", "-")}
             found.append(StudyOutcome(objective.name, name, parent, experiment_id, summary))
             continue
-        cli.import_tensorflow_quietly()
+        entry.import_tensorflow_quietly()
         with recorder(settings) as idle:  # never started: there is nothing to record
             n = len(settings.objectives)
             found.append(run_study(settings, objective, n, idle, progress=False))

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import NoReturn
 
-from pipeline.config import ConfigError
+from pipeline.settings import ConfigError
 
 
 def fail(error: ConfigError | str, code: int = 2) -> NoReturn:

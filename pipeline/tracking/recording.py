@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
-from pipeline.config import ObjectiveConfig
-from pipeline.data import Dataset
-from pipeline.objectives import get as get_objective
-from pipeline.outage import TrackingOutage
-from pipeline.plots import Truth, save_run_plots
-from pipeline.problems import EXPR, Problem
-from pipeline.results import TrainResult
-from pipeline.spool import Spool, TrialRecord
+from pipeline.core.data import Dataset
+from pipeline.core.objectives import get as get_objective
+from pipeline.core.problems import EXPR, Problem
+from pipeline.core.results import TrainResult
+from pipeline.settings import ObjectiveConfig
+from pipeline.tracking import store
+from pipeline.tracking.outage import TrackingOutage
+from pipeline.tracking.plots import Truth, save_run_plots
+from pipeline.tracking.spool import Spool, TrialRecord
 
 if TYPE_CHECKING:
-    from pipeline.delivery import Link
+    from pipeline.tracking.delivery import Link
 
 WEIGHTS_ARTIFACT = "weights/weights.npz"
 _LINK: Link  # the recording process's view of how MLflow answers (set at its start)
@@ -117,7 +117,7 @@ def record_training(
 
     With a fixed `timestamp` (ms) logging it again adds nothing: MLflow drops exact repeats."""
     final = final_metrics(objective, result)
-    tracking.log_training(
+    store.log_training(
         client,
         run_id,
         params,
@@ -128,7 +128,7 @@ def record_training(
         tags=tags,
         timestamp=timestamp,
     )
-    with tracking.scratch_dir() as scratch:
+    with store.scratch_dir() as scratch:
         root = Path(scratch)
         save_run_plots(
             root / "plots",
@@ -142,7 +142,7 @@ def record_training(
         )
         (root / "weights").mkdir()
         np.savez(root / WEIGHTS_ARTIFACT, *result.weights)
-        tracking.log_directory(client, run_id, root)
+        store.log_directory(client, run_id, root)
     return final
 
 
@@ -163,7 +163,7 @@ def truth(data: Dataset) -> Truth:
 
 def load_weights(client: MlflowClient, run_id: str) -> list[np.ndarray]:
     """The trained weights a run stored with `record_training`."""
-    with tracking.scratch_dir() as scratch:
+    with store.scratch_dir() as scratch:
         path = client.download_artifacts(run_id, WEIGHTS_ARTIFACT, scratch)
         with np.load(path) as archive:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
@@ -173,7 +173,7 @@ def recorder_process_init(parent_pid: int, link: Link) -> None:
     """Start of the recording process: Ctrl-C is the sweep's to handle, so recordings already
     queued still finish; and it dies with its sweep process, even one killed with SIGKILL
     (before this ran, too: its imports take seconds), instead of lingering. It retries
-    itself (`pipeline.delivery`), so MLflow's own HTTP retries would only delay that."""
+    itself (`pipeline.tracking.delivery`), so MLflow's own HTTP retries would only delay that."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     global _LINK
@@ -193,10 +193,10 @@ def recorder_process_init(parent_pid: int, link: Link) -> None:
 
 
 def _warm_up(tracking_uri: str, data: Dataset, epochs: int) -> None:
-    from pipeline.delivery import client_for
+    from pipeline.tracking.delivery import client_for
 
     client_for(tracking_uri).search_experiments(max_results=1)
-    with tracking.scratch_dir() as scratch:
+    with store.scratch_dir() as scratch:
         steps = np.array([1, epochs])
         save_run_plots(
             Path(scratch),
@@ -218,7 +218,7 @@ def _exit_now() -> None:
 
 def _deliver(spool: Spool, path: Path) -> bool:
     """In the recording process: send one spooled record, retrying until it is in MLflow."""
-    from pipeline.delivery import deliver
+    from pipeline.tracking.delivery import deliver
 
     return deliver(spool, path, _LINK)
 
@@ -239,7 +239,7 @@ class BackgroundRecorder:
     """
 
     def __init__(self, spool: Spool) -> None:
-        from pipeline.delivery import Link
+        from pipeline.tracking.delivery import Link
 
         self.spool = spool
         self._link = Link()

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from pipeline.losses import forward, slot_losses, validation_errors, value_and_slope
-from pipeline.optimizers import apply_gradients
+from pipeline.core.losses import forward, slot_losses, validation_errors, value_and_slope
+from pipeline.core.optimizers import apply_gradients
 
 
 @functools.cache

@@ -1,11 +1,11 @@
 """A study's trials, trained in populations: ask, train K at once, prune, tell, record.
 
 A worker asks Optuna for trials while it has free slots (TPE's constant liar keeps concurrent
-asks apart), trains them together in one compiled graph per layout (`pipeline.trainer`), reports
+asks apart), trains them together in one compiled graph per layout (`core.trainer`), reports
 every slot's validation error at each chunk and stops the slots the pruner prunes, and refills a
 finished slot with a newly asked trial. Training and Optuna never wait on MLflow: a finished
 trial (COMPLETE, PRUNED or FAIL, an interrupt included) becomes one `TrialRecord`
-(`pipeline.spool`) before Optuna learns its state, and the recorder turns it into the trial's
+(`tracking.spool`) before Optuna learns its state, and the recorder turns it into the trial's
 child run of its study run whenever the tracking store can take it (found by its tags).
 """
 
@@ -22,18 +22,19 @@ from typing import Any, TypeVar
 
 import optuna
 
-from pipeline.config import ObjectiveConfig, TrainConfig
-from pipeline.data import Dataset
-from pipeline.layout import Layout
-from pipeline.model import seeded_weights
-from pipeline.objectives import get as get_objective
-from pipeline.outage import on_storage
-from pipeline.record import BackgroundRecorder, objective_value, run_params
-from pipeline.results import TrainResult
-from pipeline.search import Hyperparams, SearchSpace, layouts, suggest
-from pipeline.spool import TrialRecord, trial_record
-from pipeline.study import FINISHED, REASON, WORKER_ATTR, worker_id
-from pipeline.trainer import Population, TrainSpec
+from pipeline.core.data import Dataset
+from pipeline.core.layout import Layout
+from pipeline.core.model import seeded_weights
+from pipeline.core.objectives import get as get_objective
+from pipeline.core.results import TrainResult
+from pipeline.core.trainer import Population, TrainSpec
+from pipeline.names import REASON, WORKER_ATTR
+from pipeline.settings import ObjectiveConfig, TrainConfig
+from pipeline.sweeping.space import Hyperparams, SearchSpace, layouts, suggest
+from pipeline.sweeping.study import FINISHED, worker_id
+from pipeline.tracking.outage import on_storage
+from pipeline.tracking.recording import BackgroundRecorder, objective_value, run_params
+from pipeline.tracking.spool import TrialRecord, trial_record
 
 T = TypeVar("T")
 

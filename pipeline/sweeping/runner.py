@@ -16,15 +16,16 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline import cli
-from pipeline.config import ConfigError, redact
-from pipeline.settings import SweepSettings
-from pipeline.study import study_name
+from pipeline import entry
+from pipeline.names import OBJECTIVE_ATTR
+from pipeline.settings import ConfigError, redact
+from pipeline.sweeping.handle import SweepSettings
+from pipeline.sweeping.study import study_name
 
 if TYPE_CHECKING:
-    from pipeline.record import BackgroundRecorder
-    from pipeline.spool import Spool
-    from pipeline.worker import StudyOutcome
+    from pipeline.sweeping.worker import StudyOutcome
+    from pipeline.tracking.recording import BackgroundRecorder
+    from pipeline.tracking.spool import Spool
 
 CONNECT_TIMEOUT_S = 5
 OUTAGE_EXIT = 3  # a worker process stopped by a tracking outage (the sweep exits 1)
@@ -63,7 +64,7 @@ def preflight(settings: SweepSettings) -> None:
         return
     import optuna
 
-    from pipeline.study import OBJECTIVE_ATTR, make_storage
+    from pipeline.sweeping.study import make_storage
 
     storage = make_storage(cfg)
     existing = {s.study_name: s for s in storage.get_all_studies()}
@@ -80,14 +81,14 @@ def preflight(settings: SweepSettings) -> None:
 
 
 def _spool(settings: SweepSettings) -> Spool:
-    from pipeline.spool import Spool
+    from pipeline.tracking.spool import Spool
 
     return Spool.of_sweep(settings.tracking.uri, settings.study.storage)
 
 
 def _recorder(settings: SweepSettings) -> BackgroundRecorder:
     """The process that records this process's finished trials, for all its studies in turn."""
-    from pipeline.record import BackgroundRecorder
+    from pipeline.tracking.recording import BackgroundRecorder
 
     return BackgroundRecorder(_spool(settings))
 
@@ -100,14 +101,14 @@ def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: An
     closes its books (study plots, best model), so the sweep process never needs TensorFlow.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for us
-    from pipeline.outage import TrackingOutage
-    from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
+    from pipeline.sweeping.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
+    from pipeline.tracking.outage import TrackingOutage
 
     raise_on_sigterm()
     code = 0
     n = len(settings.objectives)
     try:
-        cli.import_tensorflow_quietly()
+        entry.import_tensorflow_quietly()
         prepared.wait()
         with _recorder(settings) as recorder:
             for k, objective in enumerate(settings.objectives):
@@ -124,11 +125,11 @@ def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: An
         code = 1
     except TrackingOutage:
         code = OUTAGE_EXIT  # the sweep process says it once for all workers
-    cli.exit_now(code)
+    entry.exit_now(code)
 
 
 def _run_workers(settings: SweepSettings) -> int:
-    from pipeline.worker import prepare_study
+    from pipeline.sweeping.worker import prepare_study
 
     context = multiprocessing.get_context("spawn")
     working = context.Array("i", [settings.study.n_workers] * len(settings.objectives))
@@ -157,7 +158,7 @@ def _run_workers(settings: SweepSettings) -> int:
         for w in workers:
             w.join()
         if isinstance(error, KeyboardInterrupt) and prepared.is_set():
-            from pipeline import closing
+            from pipeline.sweeping import closing
 
             closing.close_parents(settings, "KILLED")
         raise
@@ -166,7 +167,7 @@ def _run_workers(settings: SweepSettings) -> int:
         # Free the counters' semaphores now: the sweep exits without interpreter teardown.
         del workers, working, prepared
     if OUTAGE_EXIT in codes:
-        from pipeline.outage import TrackingOutage
+        from pipeline.tracking.outage import TrackingOutage
 
         cfg = settings.tracking
         raise TrackingOutage(cfg.uri, cfg.outage_timeout, _spool(settings).directory)
@@ -178,7 +179,7 @@ def print_summary(
 ) -> None:
     """Per objective: baseline, best, improvement, best params and run, then how to look; and
     the reference line (the post's network trained the post's way) where `reference` has one."""
-    from pipeline.tracking import ui_command
+    from pipeline.tracking.store import ui_command
 
     print()
     header = f"{'objective':<11}{'baseline':>11}{'best':>11}{'improvement':>13}  best trial"
@@ -215,11 +216,11 @@ def run_sweep(settings: SweepSettings) -> int:
     try:
         preflight(settings)
     except ConfigError as error:
-        cli.fail(error)
+        entry.fail(error)
     if settings.study.n_workers == 1:  # with more, only the worker processes train
-        cli.import_tensorflow_quietly()
-    from pipeline.outage import TrackingOutage
-    from pipeline.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
+        entry.import_tensorflow_quietly()
+    from pipeline.sweeping.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
+    from pipeline.tracking.outage import TrackingOutage
 
     raise_on_sigterm()
     import optuna
@@ -231,14 +232,14 @@ def run_sweep(settings: SweepSettings) -> int:
             code = _run_workers(settings)
             if code:
                 return code
-            from pipeline import closing
+            from pipeline.sweeping import closing
 
             outcomes = closing.outcomes(settings, _recorder)
         else:
             with _recorder(settings) as recorder:
                 outcomes = [run_study(settings, o, n, recorder) for o in settings.objectives]
     except ConfigError as error:
-        cli.fail(error)
+        entry.fail(error)
     except TooManyFailures as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -255,7 +256,7 @@ def run_sweep(settings: SweepSettings) -> int:
             file=sys.stderr,
         )
         return code
-    from pipeline.reference import references
+    from pipeline.sweeping.reference import references
 
     print_summary(outcomes, settings.tracking.uri, references(settings, outcomes))
     return 0
@@ -264,8 +265,8 @@ def run_sweep(settings: SweepSettings) -> int:
 def run_check(settings: SweepSettings) -> int:
     """Send what the spool holds, then compare each study with its MLflow runs: 0 when they
     agree, 1 when orphans were found (or MLflow did not answer)."""
-    from pipeline.consistency import check_sweep
-    from pipeline.outage import TrackingOutage
+    from pipeline.sweeping.consistency import check_sweep
+    from pipeline.tracking.outage import TrackingOutage
 
     try:
         return check_sweep(settings, _spool(settings))

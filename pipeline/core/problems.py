@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import ConfigError
+from pipeline.settings import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "problem"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "problem"
 EXPR = "expr"  # the problem whose f the user types (`problem.f`)
 CHECK_POINTS = 4097  # the dense grid on which f and f' must be finite
 TEXT_LIMIT = 40  # legend and label texts longer than this are cut

@@ -1,9 +1,9 @@
 """A tracking store that does not answer: which errors say so, waiting with backoff, and the
 exception that stops a sweep cleanly once `tracking.outage_timeout` has passed.
 
-Training never waits here: finished trials wait in the spool (`pipeline.spool`). Only the few
+Training never waits here: finished trials wait in the spool (`tracking.spool`). Only the few
 MLflow calls a sweep makes at its start and end (the study run, the books) wait, and only this
-long. MLflow's and urllib3's own retry messages are silenced in `pipeline.tracking`.
+long. MLflow's and urllib3's own retry messages are silenced in `pipeline.tracking.store`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.config import redact
+from pipeline.settings import redact
 
 T = TypeVar("T")
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 5.0

@@ -1,0 +1,1 @@
+"""MLflow: runs, recording, plots, the spool of finished trials and outages, the study browsers."""
