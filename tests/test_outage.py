@@ -184,7 +184,7 @@ def test_unreachable_means_no_answer_not_a_bad_request(tmp_path, monkeypatch):
 
 def test_the_recorder_keeps_records_while_mlflow_is_away(tmp_path):
     from pipeline.tracking.outage import TrackingOutage
-    from pipeline.tracking.recording import BackgroundRecorder
+    from pipeline.tracking.recorder import BackgroundRecorder
 
     uri = f"http://127.0.0.1:{pg.free_port()}"  # nothing listens there
     spool = Spool(tmp_path / "spool", uri)

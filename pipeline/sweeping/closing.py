@@ -26,7 +26,7 @@ from pipeline.tracking.spool import Spool
 
 if TYPE_CHECKING:
     from pipeline.sweeping.worker import StudyOutcome
-    from pipeline.tracking.recording import BackgroundRecorder
+    from pipeline.tracking.recorder import BackgroundRecorder
 
 
 def _studies(settings: SweepSettings) -> list[tuple[str, optuna.Study]]:

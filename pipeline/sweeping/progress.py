@@ -14,7 +14,7 @@ from pipeline.settings import TrackingConfig, redact
 from pipeline.tracking.outage import TrackingOutage, first_line
 
 if TYPE_CHECKING:
-    from pipeline.tracking.recording import BackgroundRecorder
+    from pipeline.tracking.recorder import BackgroundRecorder
 
 
 class Watch:

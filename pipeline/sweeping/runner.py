@@ -24,7 +24,7 @@ from pipeline.sweeping.study import study_name
 
 if TYPE_CHECKING:
     from pipeline.sweeping.worker import StudyOutcome
-    from pipeline.tracking.recording import BackgroundRecorder
+    from pipeline.tracking.recorder import BackgroundRecorder
     from pipeline.tracking.spool import Spool
 
 CONNECT_TIMEOUT_S = 5
@@ -88,7 +88,7 @@ def _spool(settings: SweepSettings) -> Spool:
 
 def _recorder(settings: SweepSettings) -> BackgroundRecorder:
     """The process that records this process's finished trials, for all its studies in turn."""
-    from pipeline.tracking.recording import BackgroundRecorder
+    from pipeline.tracking.recorder import BackgroundRecorder
 
     return BackgroundRecorder(_spool(settings))
 

@@ -49,7 +49,7 @@ from pipeline.tracking.spool import Spool
 
 if TYPE_CHECKING:
     from pipeline.sweeping.trials import TrialContext
-    from pipeline.tracking.recording import BackgroundRecorder
+    from pipeline.tracking.recorder import BackgroundRecorder
 
 
 @dataclass
