@@ -54,19 +54,6 @@ def runs_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW}"
 
 
-def compare_url(base_url: str, experiment_id: str, run_ids: list[str]) -> str:
-    """The UI's compare view of `run_ids` (params table, parallel coordinates, metrics)."""
-    runs = urllib.parse.quote(json.dumps(run_ids, separators=(",", ":")))
-    experiments = urllib.parse.quote(json.dumps([experiment_id]))
-    return f"{base_url.rstrip('/')}/#/compare-runs?runs={runs}&experiments={experiments}"
-
-
-def artifacts_url(base_url: str, experiment_id: str, run_id: str, path: str = "") -> str:
-    """A run's artifacts tab, optionally opened on one file."""
-    tail = f"/{path}" if path else ""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts{tail}"
-
-
 def artifact_root(backend_store_uri: str) -> str | None:
     """`mlruns/artifacts` beside an embedded SQLite store (where `tracking.connect` puts them)."""
     if not backend_store_uri.startswith("sqlite:///"):

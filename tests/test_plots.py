@@ -39,15 +39,15 @@ def _draw(directory: Path, wobble: float, label: str, loss: np.ndarray | None = 
 
 @pytest.fixture(autouse=True)
 def fresh_templates():
-    plots._TEMPLATES.clear()
+    plots.forget_templates()
     yield
-    plots._TEMPLATES.clear()
+    plots.forget_templates()
 
 
 def test_a_painted_trial_equals_the_same_trial_painted_first(tmp_path: Path) -> None:
     _draw(tmp_path / "a", 0.3, "study #1")
     after_other = _draw(tmp_path / "b", 0.05, "study #2")
-    plots._TEMPLATES.clear()
+    plots.forget_templates()
     alone = _draw(tmp_path / "c", 0.05, "study #2")
     assert after_other == alone  # nothing of trial #1's curve or title is left
 
@@ -115,7 +115,7 @@ def test_the_truth_is_the_problems_and_templates_are_kept_apart(tmp_path: Path) 
     f, df, loss = np.sin(3 * x) + 0.01, 3 * np.cos(3 * x), np.geomspace(1, 1e-4, len(EPOCHS))
     _draw(tmp_path / "log", 0.1, "same")  # a log template first, in this process
     plots.save_run_plots(tmp_path / "after", sin, f, df, EPOCHS, loss, "same")
-    plots._TEMPLATES.clear()
+    plots.forget_templates()
     plots.save_run_plots(tmp_path / "alone", sin, f, df, EPOCHS, loss, "same")
     for name in NAMES:
         assert (tmp_path / "after" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes()

@@ -127,6 +127,11 @@ _TEMPLATES: dict[tuple, _Template] = {}
 LOSS_LIMITS = (1e-8, 1e2)  # the loss axis every trial shares, so loss plots compare at a glance
 
 
+def forget_templates() -> None:
+    """Drop the static figures drawn so far: the next plot of each kind draws its own afresh."""
+    _TEMPLATES.clear()
+
+
 def _template(fig: Figure, line: Line2D, ylim: tuple[float, float]) -> _Template:
     """Draw `fig` once without its title and `line`; keep the pixels to paint them onto."""
     ax = line.axes

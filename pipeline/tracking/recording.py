@@ -67,10 +67,6 @@ def objective_value(objective: ObjectiveConfig, result: TrainResult) -> float:
     return minimised(result.val_value_mse, result.val_deriv_mse, objective.deriv_weight)
 
 
-# Errors whose base-10 log is logged too: they span decades, and MLflow's charts are linear.
-LOG10_METRICS = ("val_value_mse", "val_deriv_mse", "objective_value")
-
-
 def final_metrics(objective: ObjectiveConfig, result: TrainResult) -> dict[str, float]:
     """Final validation errors of both objectives, the minimised one, their log10, run facts."""
     errors = {

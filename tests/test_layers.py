@@ -1,0 +1,55 @@
+"""The package's layers: `core` (numerics) knows nothing of tracking or sweeping, nor of MLflow
+and Optuna, so the trainer can be reused, tested and timed on its own."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+CORE_MAY_IMPORT = ("pipeline.core", "pipeline.settings")  # typed settings sit above every layer
+FOREIGN = ("mlflow", "optuna", "pipeline.tracking", "pipeline.sweeping")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "core").glob("*.py")), ids=lambda p: p.name)
+def test_core_imports_only_core_and_the_settings(path: Path) -> None:
+    own = {m for m in _imports(path) if m.split(".")[0] == "pipeline"}
+    stray = {m for m in own if m != "pipeline" and not m.startswith(CORE_MAY_IMPORT)}
+    assert not stray, f"{path.name} imports {sorted(stray)}"
+    assert not {m for m in _imports(path) if m.split(".")[0] in ("mlflow", "optuna")}
+
+
+def test_the_whole_core_loads_without_mlflow_optuna_or_the_other_layers() -> None:
+    modules = sorted(p.stem for p in (PACKAGE / "core").glob("*.py") if p.stem != "__init__")
+    code = (
+        "import sys\n"
+        + "".join(f"import pipeline.core.{m}\n" for m in modules)
+        + f"print(sorted(m for m in sys.modules if m.startswith({FOREIGN!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
