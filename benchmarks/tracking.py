@@ -55,7 +55,8 @@ def main() -> None:
     from pipeline.settings import DataConfig, ObjectiveConfig, TrackingConfig
     from pipeline.sweeping.space import Hyperparams, SearchSpace, layout_for
     from pipeline.tracking import store
-    from pipeline.tracking.recorder import BackgroundRecorder, record_training, run_params
+    from pipeline.tracking.recorder import BackgroundRecorder
+    from pipeline.tracking.recording import record_training, run_params
     from pipeline.tracking.spool import Spool, trial_record
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))

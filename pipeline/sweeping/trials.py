@@ -33,7 +33,8 @@ from pipeline.settings import ObjectiveConfig, TrainConfig
 from pipeline.sweeping.space import Hyperparams, SearchSpace, layouts, suggest
 from pipeline.sweeping.study import FINISHED, worker_id
 from pipeline.tracking.outage import on_storage
-from pipeline.tracking.recorder import BackgroundRecorder, objective_value, run_params
+from pipeline.tracking.recorder import BackgroundRecorder
+from pipeline.tracking.recording import objective_value, run_params
 from pipeline.tracking.spool import TrialRecord, trial_record
 
 T = TypeVar("T")
