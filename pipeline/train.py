@@ -13,8 +13,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import entry
-from pipeline.core.data import make_dataset
+from pipeline.core.data import Dataset, make_dataset
 from pipeline.core.problems import Problem, read_problem
+from pipeline.core.results import TrainResult
 from pipeline.names import OBJECTIVE_TAG, REASON, ROLE_TAG
 from pipeline.settings import (
     OBJECTIVES,
@@ -75,8 +76,6 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     entry.import_tensorflow_quietly()
     from pipeline.core.model import build_model, initial_weights
     from pipeline.core.trainer import TrainSpec, train
-    from pipeline.tracking import store
-    from pipeline.tracking.recording import record_training, run_params
 
     s = settings
     data = make_dataset(s.data, s.problem, s.objective.anchor_x, s.train.seed)
@@ -104,6 +103,15 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     result = train(spec, initial_weights(model), data, on_report=progress)
     if result.diverged_at is not None and verbose:
         print(f"stopped: non-finite loss at epoch {result.diverged_at}")
+    return _record(settings, result, data)
+
+
+def _record(settings: RunSettings, result: TrainResult, data: Dataset) -> RunOutcome:
+    """The trained network as one MLflow run: FINISHED, or FAILED with why when it diverged."""
+    from pipeline.tracking import store
+    from pipeline.tracking.recording import record_training, run_params
+
+    s = settings
     client, experiment_id = store.connect(s.tracking)
     run_id = store.start_run(
         client,
@@ -125,10 +133,11 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     params |= {f"data.{k}": v for k, v in vars(s.data).items()}
     label = f"{s.problem.name}-{s.objective.name}"
     metrics = record_training(client, run_id, result, data, params, s.objective, label=label)
-    status = "FAILED" if result.diverged_at is not None else "FINISHED"
-    if result.diverged_at is not None:
-        client.set_tag(run_id, REASON, f"non-finite loss at epoch {result.diverged_at}")
-    store.end_run(client, run_id, status)
+    if result.diverged_at is None:
+        store.end_run(client, run_id, "FINISHED")
+    else:
+        reason = {REASON: f"non-finite loss at epoch {result.diverged_at}"}
+        store.end_run(client, run_id, "FAILED", tags=reason)
     return RunOutcome(run_id=run_id, experiment_id=experiment_id, metrics=metrics)
 
 

@@ -30,10 +30,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import webbrowser
-from pathlib import Path
 
 from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORE
 from pipeline.tracking import dashboard
+from pipeline.tracking.places import artifact_root, sqlite_path
 
 WORKFLOW = "workflowType=machine_learning"
 # Headless Chromium flags for looking at the UI on a machine with no outside network
@@ -52,14 +52,6 @@ CHROMIUM_ARGS = [
 def runs_url(base_url: str, experiment_id: str) -> str:
     """The UI page listing the experiment's runs (not MLflow 3's GenAI overview)."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW}"
-
-
-def artifact_root(backend_store_uri: str) -> str | None:
-    """`mlruns/artifacts` beside an embedded SQLite store (where `tracking.connect` puts them)."""
-    if not backend_store_uri.startswith("sqlite:///"):
-        return None
-    db = Path(backend_store_uri.removeprefix("sqlite:///"))
-    return (db.parent.resolve() / "artifacts").as_uri()
 
 
 def server_command(backend_store_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
@@ -143,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             args.storage, args.host, args.port or dashboard.DEFAULT_PORT, args.open
         )
     args.port = args.port or 5000
-    db = Path(args.backend_store_uri.removeprefix("sqlite:///"))
-    if args.backend_store_uri.startswith("sqlite:///") and not db.exists():
+    db = sqlite_path(args.backend_store_uri)
+    if db is not None and not db.exists():
         print(
             f"error: no tracking store at {db} (run `python -m pipeline.sweep` first, "
             "or pass --backend-store-uri)",

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.names import PARENT_TAG
 from pipeline.settings import ObjectiveConfig
+from pipeline.tracking import store
 from pipeline.tracking.outage import TrackingOutage, backoff, first_line, unreachable
 from pipeline.tracking.recording import record_training
 from pipeline.tracking.spool import Spool, TrialRecord, UnreadableRecord, claimed
@@ -110,9 +111,9 @@ def send_record(client: MlflowClient, record: TrialRecord) -> str:
             )
     except Exception as error:
         if not unreachable(error):  # refused for good: the run must not stay RUNNING
-            client.set_terminated(run_id, "FAILED", end_time=record.end_ms)
+            store.end_run(client, run_id, "FAILED", end_time=record.end_ms)
         raise
-    client.set_terminated(run_id, record.status, end_time=record.end_ms)
+    store.end_run(client, run_id, record.status, end_time=record.end_ms)
     return run_id
 
 

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.names import DEFAULT_STORE, PARENT_TAG
 from pipeline.settings import TrackingConfig
+from pipeline.tracking.places import artifact_root, sqlite_path
 
 # MLflow 3 reports usage telemetry by default: nothing of a user's sweep leaves the machine.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -38,13 +39,6 @@ for _name in ("urllib3", "mlflow.utils.rest_utils", "mlflow.utils.request_utils"
 # A database store that drops its connection logs a traceback before MLflow raises the error
 # the sweep handles (and retries) itself.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-# MLflow prints "🏃 View run ... at: <url>" to stdout each time a run on a server is closed.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI, else None."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def connect(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
@@ -52,11 +46,10 @@ def connect(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
 
     With the embedded SQLite store, artifacts go to `mlruns/` beside the database file.
     """
-    artifact_location = None
+    artifact_location = artifact_root(cfg.uri)
     db = sqlite_path(cfg.uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-        artifact_location = (db.parent.resolve() / "artifacts").as_uri()
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     client = MlflowClient(tracking_uri=cfg.uri)
@@ -135,9 +128,25 @@ def scratch_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="pipeline-")
 
 
-def end_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
-    """Close a run as FINISHED, FAILED or KILLED."""
-    client.set_terminated(run_id, status=status)
+def end_run(
+    client: MlflowClient,
+    run_id: str,
+    status: str = "FINISHED",
+    tags: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    end_time: int | None = None,
+) -> None:
+    """Close a run as FINISHED, FAILED or KILLED, first tagging it (why it ended, its state)
+    and logging `metrics` at step 0, in one batch; `end_time` (ms) defaults to now."""
+    if tags or metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+            synchronous=True,
+        )
+    client.set_terminated(run_id, status=status, end_time=end_time)
 
 
 def log_keras_model(client: MlflowClient, run_id: str, model: Any) -> None:
@@ -162,7 +171,7 @@ def log_keras_model(client: MlflowClient, run_id: str, model: Any) -> None:
             model, name="model", signature=signature, pip_requirements=requirements
         )
     if info.status != "RUNNING":  # reopening the run moved its end; the run's duration stays true
-        client.set_terminated(run_id, status=info.status, end_time=info.end_time)
+        end_run(client, run_id, info.status, end_time=info.end_time)
 
 
 def ui_command(uri: str, experiment_id: str | None = None) -> str:
