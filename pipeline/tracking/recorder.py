@@ -186,8 +186,7 @@ class BackgroundRecorder:
             self._pool.shutdown()
         except BaseException:
             self._pool.shutdown(wait=False, cancel_futures=True)
-            # Python 3.11's ProcessPoolExecutor has no public handle on its processes.
-            for process in list((self._pool._processes or {}).values()):
+            for process in pool_processes(self._pool):
                 process.kill()
             raise
 
@@ -203,3 +202,10 @@ class BackgroundRecorder:
 
 def _broken(future: Future) -> bool:
     return future.done() and isinstance(future.exception(), BrokenProcessPool)
+
+
+def pool_processes(pool: ProcessPoolExecutor) -> list[multiprocessing.Process]:
+    """The processes of `pool`, to kill them. CPython 3.11's ProcessPoolExecutor has no public
+    handle on them (3.14 adds `kill_workers`): this reads its private `_processes` (checked
+    against CPython 3.11; `tests/test_private_apis.py` fails if it goes)."""
+    return list((pool._processes or {}).values())
