@@ -1,11 +1,11 @@
 """Trials per minute of one sweep with 1 and with 2 local worker processes, on identical trials.
 
 "The same fixed study": before each timed sweep, the study is prepared as the sweep itself
-prepares it (`sweeping.worker.prepare_study`: study, parent run, baseline) and a fixed list of
-trials is enqueued, drawn once from the default search space with a seeded random sampler. Every
-run therefore trains exactly the same networks (objective=value, 10,000 epochs, pruner none),
-whatever the number of workers and whichever worker takes which trial; an extra in-flight trial
-(at most workers - 1) is one of the fixed list too.
+prepares it (`StudyHandle.open`, `sweeping.worker.prepare_study`: study, parent run, baseline)
+and a fixed list of trials is enqueued, drawn once from the default search space with a seeded
+random sampler. Every run therefore trains exactly the same networks (objective=value, 10,000
+epochs, pruner none), whatever the number of workers and whichever worker takes which trial; an
+extra in-flight trial (at most workers - 1) is one of the fixed list too.
 
 Three ratios per study size, all over COMPLETE + PRUNED trials per minute:
 - the machine's bound: the same trials trained by 1 and by 2 plain processes (graphs compiled
@@ -83,12 +83,13 @@ def prepare(directory: Path, trials: int, workers: int, epochs: int) -> None:
     from hydra import compose, initialize_config_dir
 
     from pipeline.sweep import read_settings
+    from pipeline.sweeping.handle import StudyHandle
     from pipeline.sweeping.worker import prepare_study
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("sweep", overrides(directory, trials, workers, epochs))
     settings = read_settings(cfg)
-    study, *_ = prepare_study(settings, settings.objectives[0], 1)
+    study = prepare_study(StudyHandle.open(settings, settings.objectives[0]), settings).study
     # The baseline is already queued; the rest, plus what extra workers may start.
     for params in fixed_trials(trials - 1 + workers - 1):
         study.enqueue_trial(params)

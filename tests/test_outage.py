@@ -222,14 +222,17 @@ def test_a_trial_no_worker_took_up_is_failed_retried_and_recorded(monkeypatch):
     import optuna
 
     from pipeline.sweeping import consistency
+    from pipeline.sweeping.handle import StudyHandle
     from pipeline.sweeping.study import worker_id
 
-    study = optuna.create_study()
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    handle = StudyHandle(study.study_name, "value", storage, study)
     orphan, mine = study.ask(), study.ask()
     mine.set_user_attr("worker", worker_id())  # this live process runs it
     monkeypatch.setattr(consistency, "UNCLAIMED_AFTER_S", 0.0)
     recorded = []
-    lines = consistency.repair(study, None, lambda t, reason: recorded.append((t.number, reason)))
+    lines = consistency.repair(handle, lambda t, reason: recorded.append((t.number, reason)))
     assert [t.state for t in study.trials[:2]] == [TrialState.FAIL, TrialState.RUNNING]
     assert study.trials[2].state == TrialState.WAITING  # the retry
     assert recorded == [(orphan.number, consistency.DIED)]

@@ -86,6 +86,7 @@ def test_repair_closes_the_run_a_dead_worker_never_finished_recording(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from pipeline.sweeping import consistency
+    from pipeline.sweeping.handle import StudyHandle
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a local worker that no longer exists
@@ -94,17 +95,19 @@ def test_repair_closes_the_run_a_dead_worker_never_finished_recording(tmp_path):
     parent = client.create_run(experiment).info.run_id
     tags = {PARENT_TAG: parent, TRIAL_TAG: "0"}
     run_id = client.create_run(experiment, tags=tags).info.run_id  # RUNNING, as it was left
-    study = optuna.create_study()
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
     study.set_user_attr(PARENT_ATTR, parent)
+    handle = StudyHandle(study.study_name, "value", storage, study, client, experiment, parent)
     worker = f"{socket.gethostname()}:{gone.pid}"
     study.add_trial(optuna.trial.create_trial(value=0.25, user_attrs={"worker": worker}))
-    lines = consistency.repair(study, client)
+    lines = consistency.repair(handle, close_runs=True)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags[STATE_TAG] == "COMPLETE"  # the trial stands in Optuna
     assert run.data.metrics["objective_value"] == 0.25
     assert any(run_id in line for line in lines)
-    assert consistency.repair(study, client) == []  # once closed, nothing more to do
+    assert consistency.repair(handle, close_runs=True) == []  # once closed, nothing more to do
 
 
 @pytest.fixture(scope="module")

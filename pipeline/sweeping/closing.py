@@ -11,14 +11,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from pipeline import entry
-from pipeline.names import PARENT_ATTR
 from pipeline.sweeping import consistency
-from pipeline.sweeping.handle import SweepSettings
-from pipeline.sweeping.study import make_storage, study_name
+from pipeline.sweeping.handle import StudyHandle, SweepSettings
 from pipeline.sweeping.study_run import summarize
 from pipeline.tracking import delivery, store
 from pipeline.tracking.outage import QUICK_S, TrackingOutage, patiently
@@ -29,37 +26,28 @@ if TYPE_CHECKING:
     from pipeline.tracking.recorder import BackgroundRecorder
 
 
-def _studies(settings: SweepSettings) -> list[tuple[str, optuna.Study]]:
-    storage, n = make_storage(settings.study), len(settings.objectives)
-    names = [study_name(settings.study.name, o.name, n) for o in settings.objectives]
-    return [(name, optuna.load_study(study_name=name, storage=storage)) for name in names]
-
-
-def close_parents(settings: SweepSettings, status: str) -> None:
+def close_parents(handles: list[StudyHandle], settings: SweepSettings, status: str) -> None:
     """Send what waits, repair leftovers and end each study's parent run as `status`."""
     spool = Spool.of_sweep(settings.tracking.uri, settings.study.storage)
     quickly = partial(patiently, uri=settings.tracking.uri, patience=QUICK_S, spool=spool.directory)
     try:
-        client, experiment = quickly(partial(store.connect, settings.tracking))
         delivery.send_waiting(spool, QUICK_S, lambda line: None)
-        for (name, study), objective in zip(_studies(settings), settings.objectives, strict=True):
-            parent = study.user_attrs.get(PARENT_ATTR)
+        for handle in handles:
 
-            def record_failed(
-                t: FrozenTrial, reason: str, name=name, parent=parent, objective=objective.name
-            ) -> None:
-                args = (name, experiment, parent, objective, t, reason)
-                delivery.send_now(spool, consistency.failed_record(*args), QUICK_S)
+            def record_failed(t: FrozenTrial, reason: str, handle: StudyHandle = handle) -> None:
+                delivery.send_now(spool, consistency.failed_record(handle, t, reason), QUICK_S)
 
-            quickly(partial(consistency.repair, study, client, record_failed))
-            if parent and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                quickly(partial(store.end_run, client, parent, status))
+            quickly(partial(consistency.repair, handle, record_failed, close_runs=True))
+            if handle.parent_run_id and not handle.running():
+                quickly(partial(store.end_run, handle.client, handle.parent_run_id, status))
     except TrackingOutage:
         pass  # the spool keeps the records; the rerun sends them and reopens the study runs
 
 
 def outcomes(
-    settings: SweepSettings, recorder: Callable[[SweepSettings], BackgroundRecorder]
+    handles: list[StudyHandle],
+    settings: SweepSettings,
+    recorder: Callable[[SweepSettings], BackgroundRecorder],
 ) -> list[StudyOutcome]:
     """Each study's summary; a study whose books a worker could not close (it died) is
     finalised here, the one case where this process needs TensorFlow."""
@@ -68,17 +56,16 @@ def outcomes(
     spool = Spool.of_sweep(settings.tracking.uri, settings.study.storage)
     patience = settings.tracking.outage_timeout
     wait = partial(patiently, uri=settings.tracking.uri, patience=patience, spool=spool.directory)
-    client, experiment_id = wait(partial(store.connect, settings.tracking))
     found = []
-    for (name, study), objective in zip(_studies(settings), settings.objectives, strict=True):
-        parent = study.user_attrs.get(PARENT_ATTR, "")
-        run = wait(partial(client.get_run, parent)) if parent else None
+    for handle in handles:
+        parent = handle.parent_run_id
+        run = wait(partial(handle.client.get_run, parent)) if parent else None
         if run is not None and run.info.status == "FINISHED":
-            summary = summarize(study) | {"best_run_id": run.data.tags.get("best_run_id", "-")}
-            found.append(StudyOutcome(objective.name, name, parent, experiment_id, summary))
+            best_run = run.data.tags.get("best_run_id", "-")
+            summary = summarize(handle.study) | {"best_run_id": best_run}
+            found.append(StudyOutcome(handle, summary))
             continue
         entry.import_tensorflow_quietly()
         with recorder(settings) as idle:  # never started: there is nothing to record
-            n = len(settings.objectives)
-            found.append(run_study(settings, objective, n, idle, progress=False))
+            found.append(run_study(handle, settings, idle, progress=False))
     return found

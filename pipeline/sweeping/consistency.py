@@ -11,31 +11,27 @@ from __future__ import annotations
 import os
 import socket
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import optuna
-from mlflow.entities import Metric, Run, RunTag
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from pipeline.names import PARENT_ATTR, PARENT_TAG, REASON, STATE_TAG, TRIAL_TAG, WORKER_ATTR
+from pipeline.names import PARENT_TAG, REASON, STATE_TAG, TRIAL_TAG, WORKER_ATTR
+from pipeline.sweeping.study import StaleTrials, experimental_quietly, retry_stale
 from pipeline.tracking import store
 from pipeline.tracking.spool import Spool, TrialRecord, trial_record
 
 if TYPE_CHECKING:
-    from pipeline.sweeping.handle import SweepSettings
+    from pipeline.sweeping.handle import StudyHandle, SweepSettings
 
 DIED = "worker died (heartbeat lost or process gone)"
 UNCLAIMED_AFTER_S = 30.0  # a worker names itself on its trial within moments of asking
 RecordFailed = Callable[[FrozenTrial, str], None]  # makes the run of a trial failed here
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+RETRY = retry_stale()
 
 
 @dataclass
@@ -96,14 +92,13 @@ def _by_trial(runs: list[Run]) -> tuple[dict[int, list[Run]], list[str]]:
     return grouped, untagged
 
 
-def check(
-    study: optuna.Study, client: MlflowClient, experiment_id: str, parent_run_id: str
-) -> Findings:
+def check(handle: StudyHandle) -> Findings:
     """List orphans: finished trials without a run, runs without a trial (or a second run of
     one), trials and runs left RUNNING, and runs whose state tag disagrees with Optuna."""
     found = Findings()
-    grouped, found.runs_without_trial = _by_trial(trial_runs(client, experiment_id, parent_run_id))
-    trials = study.get_trials(deepcopy=False)
+    runs = trial_runs(handle.client, handle.experiment_id, handle.parent_run_id)
+    grouped, found.runs_without_trial = _by_trial(runs)
+    trials = handle.study.get_trials(deepcopy=False)
     for t in trials:
         runs = grouped.pop(t.number, [])
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not runs:
@@ -122,34 +117,15 @@ def check(
     return found
 
 
-class _Noticing:
-    """The storage's stale-trial callback (retry), noting the trials this process failed:
-    Optuna also fails stale trials itself at the start of every `study.optimize` trial."""
-
-    def __init__(self, retry: Callable[[optuna.Study, FrozenTrial], None] | None) -> None:
-        self.retry, self.failed = retry, []
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.failed.append(trial)
-        if self.retry is not None:
-            self.retry(study, trial)
-
-
-def _fail_stale(study: optuna.Study) -> list[FrozenTrial]:
+def _fail_stale(handle: StudyHandle) -> list[FrozenTrial]:
     """RDB storages: fail (and retry) trials whose heartbeat stopped; every trial this process
-    failed so, here or inside `study.optimize`, since the last call."""
-    storage = study._storage
-    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
-        return []
-    backend = getattr(storage, "_backend", storage)
-    if not isinstance(backend.heartbeat_stale_trial_callback, _Noticing):
-        backend.heartbeat_stale_trial_callback = _Noticing(backend.heartbeat_stale_trial_callback)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    noticing = backend.heartbeat_stale_trial_callback
-    failed, noticing.failed = noticing.failed, []
-    return failed
+    failed so since the last call (the storage's callback, `StaleTrials`, notes them)."""
+    noticing = getattr(handle.storage, "heartbeat_stale_trial_callback", None)
+    if not isinstance(noticing, StaleTrials):
+        return []  # a journal file: no heartbeats
+    with experimental_quietly():
+        optuna.storages.fail_stale_trials(handle.study)
+    return noticing.take()
 
 
 def _unclaimed(trial: FrozenTrial) -> bool:
@@ -158,33 +134,31 @@ def _unclaimed(trial: FrozenTrial) -> bool:
     return WORKER_ATTR not in trial.user_attrs and time.time() - started > UNCLAIMED_AFTER_S
 
 
-def _fail_dead_local(study: optuna.Study) -> list[FrozenTrial]:
+def _fail_dead_local(handle: StudyHandle) -> list[FrozenTrial]:
     """Fail (and retry) RUNNING trials whose worker on this host is gone, or that none took."""
     failed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in handle.running():
         if not (_dead_local_worker(t) or _unclaimed(t)):
             continue
         try:
-            study.tell(t.number, state=TrialState.FAIL)
+            handle.study.tell(t.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # another process failed it first
             continue
-        failed.append(study._storage.get_trial(t._trial_id))
-        RETRY(study, failed[-1])
+        failed.append(handle.storage.get_trial(handle.trial_id(t.number)))
+        RETRY(handle.study, failed[-1])
     return failed
 
 
-def failed_record(
-    name: str, experiment_id: str, parent: str, objective: str, t: FrozenTrial, reason: str
-) -> TrialRecord:
-    """The record of trial `t` of study `name`, failed because its worker is gone: its run
-    (under the study run `parent`) ends KILLED with `reason`."""
+def failed_record(handle: StudyHandle, t: FrozenTrial, reason: str) -> TrialRecord:
+    """The record of trial `t` of the study, failed because its worker is gone: its run
+    (under the study run) ends KILLED with `reason`."""
     start = t.datetime_start.timestamp() if t.datetime_start else None
     return trial_record(
-        experiment_id=experiment_id,
-        parent_run_id=parent,
-        study_name=name,
+        experiment_id=handle.experiment_id,
+        parent_run_id=handle.parent_run_id,
+        study_name=handle.name,
         number=t.number,
-        objective=objective,
+        objective=handle.objective,
         state="FAIL",
         reason=reason,
         killed=True,
@@ -193,14 +167,12 @@ def failed_record(
 
 
 def repair(
-    study: optuna.Study,
-    client: MlflowClient | None = None,
-    record_failed: RecordFailed | None = None,
+    handle: StudyHandle, record_failed: RecordFailed | None = None, close_runs: bool = False
 ) -> list[str]:
     """Fail trials whose worker is gone (re-enqueued) and pass each to `record_failed`, which
-    makes its KILLED run. With `client` (MLflow is asked only then), also close the runs that a
-    dead local worker's recording left RUNNING. Returns what was done, one line each."""
-    stale, dead = _fail_stale(study), _fail_dead_local(study)
+    makes its KILLED run. With `close_runs` (MLflow is asked only then), also close the runs
+    that a dead local worker's recording left RUNNING. Returns what was done, one line each."""
+    stale, dead = _fail_stale(handle), _fail_dead_local(handle)
     closed = "; its run closed as KILLED" if record_failed is not None else ""
     done = [f"trial {t.number}: heartbeat stale; failed, retried{closed}" for t in stale]
     for t in dead:
@@ -209,22 +181,21 @@ def repair(
         done.append(f"trial {t.number}: {why}; failed, retried{closed}")
     for t in stale + dead if record_failed is not None else []:
         record_failed(t, DIED)
-    if client is not None:
-        done += _close_left_running(study, client)
+    if close_runs:
+        done += _close_left_running(handle)
     return done
 
 
-def _close_left_running(study: optuna.Study, client: MlflowClient) -> list[str]:
+def _close_left_running(handle: StudyHandle) -> list[str]:
     """Runs of finished trials left RUNNING by a local worker that died while recording them:
     the trial stands in Optuna; the run is closed KILLED with the trial's state and value."""
-
-    parent = study.user_attrs.get(PARENT_ATTR)
+    client, parent = handle.client, handle.parent_run_id
     if not parent:
         return []
     experiment_id = client.get_run(parent).info.experiment_id
     grouped, _ = _by_trial(trial_runs(client, experiment_id, parent, running_only=True))
     done = []
-    for t in study.get_trials(deepcopy=False):
+    for t in handle.study.get_trials(deepcopy=False):
         runs = grouped.get(t.number, [])
         if not runs or not t.state.is_finished() or not _dead_local_worker(t):
             continue
@@ -232,13 +203,7 @@ def _close_left_running(study: optuna.Study, client: MlflowClient) -> list[str]:
         reason = DIED if t.state == TrialState.FAIL else "worker died before the run was recorded"
         tags = {STATE_TAG: t.state.name, REASON: reason}
         metrics = {"objective_value": t.value} if t.value is not None else {}
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()],
-            tags=[RunTag(k, v) for k, v in tags.items()],
-            synchronous=True,
-        )
-        store.end_run(client, run_id, "KILLED")
+        store.end_run(client, run_id, "KILLED", tags=tags, metrics=metrics)
         done.append(f"run {run_id} of trial {t.number}: closed as KILLED ({reason})")
     return done
 
@@ -246,29 +211,29 @@ def _close_left_running(study: optuna.Study, client: MlflowClient) -> list[str]:
 def check_sweep(settings: SweepSettings, spool: Spool) -> int:
     """`check=true`: send what `spool` holds (records of finished trials are facts, not repairs),
     then compare each study with its MLflow runs and print the findings; 0 when consistent."""
-    from pipeline.sweeping.study import make_storage, study_name
+    from pipeline.sweeping.handle import StudyHandle
+    from pipeline.sweeping.study import make_storage
     from pipeline.tracking.delivery import client_for, send_waiting
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     send_waiting(spool, settings.tracking.outage_timeout, print)
     client = client_for(settings.tracking.uri)
     experiment = client.get_experiment_by_name(settings.tracking.experiment)
+    experiment_id = experiment.experiment_id if experiment is not None else None
     storage = make_storage(settings.study)
     clean = True
     for objective in settings.objectives:
-        name = study_name(settings.study.name, objective.name, len(settings.objectives))
         try:
-            study = optuna.load_study(study_name=name, storage=storage)
+            handle = StudyHandle.load(settings, objective.name, storage, client, experiment_id)
         except KeyError:
-            print(f"{name}: no such study")
+            print(f"{settings.study_name(objective.name)}: no such study")
             continue
-        parent = study.user_attrs.get(PARENT_ATTR)
-        if experiment is None or parent is None:
-            print(f"{name}: no MLflow study run recorded")
+        if experiment_id is None or handle.parent_run_id is None:
+            print(f"{handle.name}: no MLflow study run recorded")
             clean = False
             continue
-        found = check(study, client, experiment.experiment_id, parent)
-        print(f"{name}: {'consistent' if found.clean else 'INCONSISTENT'}")
+        found = check(handle)
+        print(f"{handle.name}: {'consistent' if found.clean else 'INCONSISTENT'}")
         for line in found.lines():
             print(f"  {line}")
         clean = clean and found.clean

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import optuna
 from optuna.trial import FrozenTrial
 
 from pipeline.names import REASON
@@ -56,3 +57,26 @@ def failure_reason(trial: FrozenTrial, errors: dict[int, BaseException]) -> str:
 def storage_away(error: BaseException) -> str:
     """The line for an Optuna storage that stopped answering between trials (said once)."""
     return f"the Optuna storage did not answer ({first_line(error)}); retrying"
+
+
+def trial_line(name: str, t: FrozenTrial, best: float | None) -> str:
+    """One concise line per finished trial."""
+    p = t.params
+    units = ",".join(str(p.get(f"units_l{i}")) for i in range(p.get("n_layers", 0)))
+    value = f"{t.value:.3e}" if t.value is not None else "-"
+    why = t.user_attrs.get(REASON, "")
+    seconds = (t.duration.total_seconds()) if t.duration else 0.0
+    best_text = f"best {best:.3e}" if best is not None else "best -"
+    return (
+        f"{name} #{t.number:<3} {t.state.name:<8} {value:>10}  [{units}] {p.get('activation')} "
+        f"{p.get('optimizer')} lr={p.get('learning_rate', 0):.1e}  {seconds:.2f}s  {best_text}"
+        + (f"  ({why})" if why else "")
+    )
+
+
+def best_value(study: optuna.Study) -> float | None:
+    """The study's best value so far; None before its first COMPLETE trial."""
+    try:
+        return study.best_value
+    except ValueError:
+        return None

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline import entry
 from pipeline.names import OBJECTIVE_ATTR
 from pipeline.settings import ConfigError, redact
-from pipeline.sweeping.handle import SweepSettings
-from pipeline.sweeping.study import study_name
+from pipeline.sweeping.handle import StudyHandle, SweepSettings
 
 if TYPE_CHECKING:
     from pipeline.sweeping.worker import StudyOutcome
@@ -69,7 +68,7 @@ def preflight(settings: SweepSettings) -> None:
     storage = make_storage(cfg)
     existing = {s.study_name: s for s in storage.get_all_studies()}
     for objective in settings.objectives:
-        name = study_name(cfg.name, objective.name, len(settings.objectives))
+        name = settings.study_name(objective.name)
         if name not in existing:
             continue
         frozen = existing[name]
@@ -93,31 +92,36 @@ def _recorder(settings: SweepSettings) -> BackgroundRecorder:
     return BackgroundRecorder(_spool(settings))
 
 
-def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: Any) -> None:
-    """A local worker process: its share of every study, on one TF thread like every process.
+def _worker_studies(settings: SweepSettings, index: int, working: Any) -> None:
+    """A local worker's share of every study, each opened once here. `working[k]` counts the
+    workers still on study k; the one that leaves it last closes its books (plots, best model),
+    so the sweep process never needs TensorFlow."""
+    from pipeline.sweeping.worker import run_study
 
-    It imports TensorFlow while the sweep process prepares the studies, then waits for
-    `prepared`. `working[k]` counts the workers still on study k; the one that leaves it last
-    closes its books (study plots, best model), so the sweep process never needs TensorFlow.
-    """
+    with _recorder(settings) as recorder:
+        for k, objective in enumerate(settings.objectives):
+            handle = StudyHandle.open(settings, objective, index)
+            run_study(handle, settings, recorder, finalize_at_end=False)
+            with working.get_lock():
+                working[k] -= 1
+                last = working[k] == 0
+            if last:  # every trial of this study is over: this asks for none, it finalises
+                run_study(handle, settings, recorder, progress=False)
+
+
+def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: Any) -> None:
+    """A local worker process, on one TF thread like every process: it imports TensorFlow
+    while the sweep process prepares the studies, waits for `prepared`, then does its share."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM for us
-    from pipeline.sweeping.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
+    from pipeline.sweeping.stopping import Terminated, TooManyFailures, raise_on_sigterm
     from pipeline.tracking.outage import TrackingOutage
 
     raise_on_sigterm()
     code = 0
-    n = len(settings.objectives)
     try:
         entry.import_tensorflow_quietly()
         prepared.wait()
-        with _recorder(settings) as recorder:
-            for k, objective in enumerate(settings.objectives):
-                run_study(settings, objective, n, recorder, index, finalize_at_end=False)
-                with working.get_lock():
-                    working[k] -= 1
-                    last = working[k] == 0
-                if last:  # every trial of this study is over: this asks for none, it finalises
-                    run_study(settings, objective, n, recorder, index, progress=False)
+        _worker_studies(settings, index, working)
     except Terminated:
         code = 143
     except TooManyFailures as error:
@@ -128,7 +132,9 @@ def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: An
     entry.exit_now(code)
 
 
-def _run_workers(settings: SweepSettings) -> int:
+def _run_workers(settings: SweepSettings) -> tuple[int, list[StudyHandle]]:
+    """The sweep's local worker processes, started at once; each study is prepared here
+    meanwhile. Returns the exit code and the handles on the studies."""
     from pipeline.sweeping.worker import prepare_study
 
     context = multiprocessing.get_context("spawn")
@@ -142,12 +148,13 @@ def _run_workers(settings: SweepSettings) -> int:
     ]
     for w in workers:
         w.start()
+    handles: list[StudyHandle] = []
     try:
         # Create the tracking store, experiment, studies and parent runs here, once, while the
         # workers import TensorFlow (concurrent first use of a SQLite store races its
         # migrations); then let them join.
         for objective in settings.objectives:
-            prepare_study(settings, objective, len(settings.objectives))
+            handles.append(prepare_study(StudyHandle.open(settings, objective), settings))
         prepared.set()
         for w in workers:
             w.join()
@@ -160,7 +167,7 @@ def _run_workers(settings: SweepSettings) -> int:
         if isinstance(error, KeyboardInterrupt) and prepared.is_set():
             from pipeline.sweeping import closing
 
-            closing.close_parents(settings, "KILLED")
+            closing.close_parents(handles, settings, "KILLED")
         raise
     finally:
         codes = [w.exitcode for w in workers]
@@ -171,7 +178,7 @@ def _run_workers(settings: SweepSettings) -> int:
 
         cfg = settings.tracking
         raise TrackingOutage(cfg.uri, cfg.outage_timeout, _spool(settings).directory)
-    return 1 if any(c == 1 for c in codes) else 0
+    return (1 if any(c == 1 for c in codes) else 0), handles
 
 
 def print_summary(
@@ -219,25 +226,28 @@ def run_sweep(settings: SweepSettings) -> int:
         entry.fail(error)
     if settings.study.n_workers == 1:  # with more, only the worker processes train
         entry.import_tensorflow_quietly()
-    from pipeline.sweeping.worker import Terminated, TooManyFailures, raise_on_sigterm, run_study
+    from pipeline.sweeping.stopping import Terminated, TooManyFailures, raise_on_sigterm
+    from pipeline.sweeping.worker import run_study
     from pipeline.tracking.outage import TrackingOutage
 
     raise_on_sigterm()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    n = len(settings.objectives)
     try:
         if settings.study.n_workers > 1:
-            code = _run_workers(settings)
+            code, handles = _run_workers(settings)
             if code:
                 return code
             from pipeline.sweeping import closing
 
-            outcomes = closing.outcomes(settings, _recorder)
+            outcomes = closing.outcomes(handles, settings, _recorder)
         else:
             with _recorder(settings) as recorder:
-                outcomes = [run_study(settings, o, n, recorder) for o in settings.objectives]
+                outcomes = [
+                    run_study(StudyHandle.open(settings, o), settings, recorder)
+                    for o in settings.objectives
+                ]
     except ConfigError as error:
         entry.fail(error)
     except TooManyFailures as error:

@@ -8,17 +8,18 @@ heartbeats so a dead worker's trial is failed and retried.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.core import objectives
 from pipeline.names import OBJECTIVE_ATTR
@@ -32,6 +33,7 @@ PRUNERS = ("median", "hyperband", "none")
 RDB_SCHEMES = ("postgresql", "mysql", "sqlite")  # backend names, any driver
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SCHEMA_ATTEMPTS = 5
+MAX_RETRY = 3  # a trial whose worker died is retried this often (Optuna's heartbeat retry)
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,37 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
         raise ConfigError("study.pruner.options", cfg.pruner_options, str(error)) from None
 
 
+@contextlib.contextmanager
+def experimental_quietly() -> Iterator[None]:
+    """Optuna's ExperimentalWarning silenced: heartbeats, their retry and metric names are
+    "experimental" in Optuna 5.0 yet what this sweep relies on by design."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def retry_stale() -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Optuna's retry of a trial whose worker died: a copy of it is enqueued (MAX_RETRY times)."""
+    with experimental_quietly():
+        return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+class StaleTrials:
+    """An RDB storage's stale-trial callback: Optuna's retry, noting each trial failed so that
+    the sweep can record its run (`take` hands over those noted since the last call)."""
+
+    def __init__(self) -> None:
+        self.retry, self.failed = retry_stale(), []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.failed.append(trial)
+        self.retry(study, trial)
+
+    def take(self) -> list[FrozenTrial]:
+        failed, self.failed = self.failed, []
+        return failed
+
+
 def make_storage(cfg: StudyConfig) -> optuna.storages.BaseStorage:
     """A journal file (default, local processes) or an RDB with heartbeats and retries."""
     if not cfg.is_rdb:
@@ -185,14 +218,13 @@ def make_storage(cfg: StudyConfig) -> optuna.storages.BaseStorage:
 
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with experimental_quietly():  # heartbeats are "experimental" in Optuna
                 return optuna.storages.RDBStorage(
                     cfg.storage,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=cfg.heartbeat_interval,
                     grace_period=cfg.grace_period,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    heartbeat_stale_trial_callback=StaleTrials(),
                 )
         except (IntegrityError, ProgrammingError):
             # Workers starting together on an empty database race to create Optuna's tables;
@@ -249,8 +281,7 @@ def _name_metric(study: optuna.Study, objective: str) -> None:
     "Objective 0"."""
     names = [metric_name(objective)]
     if study.metric_names != names:
-        with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna 5.0
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with experimental_quietly():
             study.set_metric_names(names)
 
 
@@ -259,6 +290,10 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
-    """Whether a study of that name is already in `storage`."""
-    return any(s.study_name == name for s in storage.get_all_studies())
+def trials_so_far(storage: optuna.storages.BaseStorage, name: str) -> int:
+    """How many trials (any state) the study `name` has in `storage`; 0 when there is none."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))

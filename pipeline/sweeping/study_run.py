@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -25,9 +25,13 @@ from pipeline.names import (
     ROLE_TAG,
     STUDY_TAG,
 )
+from pipeline.settings import ObjectiveConfig, redact
 from pipeline.sweeping.study import finished_count
 from pipeline.tracking import store
 from pipeline.tracking.plots import save_study_plots
+
+if TYPE_CHECKING:
+    from pipeline.sweeping.handle import StudyHandle, SweepSettings
 
 WAIT_FOR_CREATOR_S = 60.0
 WAIT_FOR_BEST_RUN_S = 10.0
@@ -72,12 +76,7 @@ def ensure_parent_run(
     deadline = time.monotonic() + (0 if created else WAIT_FOR_CREATOR_S)
     while run_id is None and time.monotonic() < deadline:
         time.sleep(0.25)  # another worker is creating the parent run right now
-        run_id = _existing(
-            client,
-            optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(
-                PARENT_ATTR
-            ),
-        )
+        run_id = _existing(client, study.user_attrs.get(PARENT_ATTR))  # read from the storage
     run_id = run_id or _search(client, experiment_id, study.study_name)
     if run_id is None:
         run_id = store.start_run(
@@ -95,6 +94,30 @@ def ensure_parent_run(
     else:
         client.update_run(run_id, status="RUNNING")
     return run_id
+
+
+def parent_params(settings: SweepSettings, objective: ObjectiveConfig) -> dict[str, Any]:
+    """What the study run records of its setup: the problem (f and f' as SymPy text), data,
+    search space, the objective's own settings, the storage URL with any password masked."""
+    s = settings
+    params: dict[str, Any] = {
+        "objective": objective.name,
+        "n_trials": s.study.n_trials,
+        "sampler": s.study.sampler,
+        "sampler_options": s.study.sampler_options,
+        "pruner": s.study.pruner,
+        "pruner_options": s.study.pruner_options,
+        "study_seed": s.study.seed,
+        "report_every": s.study.report_every,
+        "storage": redact(s.study.storage),
+        "epochs": s.train.epochs,
+        "seed": s.train.seed,
+    }
+    params |= {"problem": s.problem.name, "problem_f": s.problem.expression}
+    params |= {"problem_df": s.problem.derivative, "problem_label": s.problem.label}
+    params |= {f"data.{k}": v for k, v in vars(s.data).items()}
+    params |= {f"search.{k}": v for k, v in vars(s.search).items()}
+    return params | objective.params()
 
 
 def _params(params: Mapping[str, Any]):
@@ -136,15 +159,13 @@ def best_run_id(client: MlflowClient, parent_run_id: str, number: int) -> str | 
         time.sleep(0.5)  # polling MLflow for a run another process is creating
 
 
-def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> dict[str, Any]:
+def finalize(handle: StudyHandle) -> dict[str, Any]:
     """Best value and trial, trial counts, study plots and the best model; the run is FINISHED.
 
     Idempotent: any worker that sees the study done may call it. Returns `summarize(study)`
     plus `best_run_id`, the best trial's run (also the study run's tag).
     """
-    from pipeline.core.model import build_model
-    from pipeline.tracking.recording import load_weights
-
+    study, client, parent_run_id = handle.study, handle.client, handle.parent_run_id
     summary = summarize(study)
     metrics = {f"n_{k.lower()}": float(v) for k, v in summary["counts"].items() if k != "WAITING"}
     tags: dict[str, str] = {}
@@ -157,19 +178,7 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
             print(f"warning: the best trial #{best.number} has no run yet", file=sys.stderr)
         else:
             summary["best_run_id"] = tags["best_run_id"] = best_run
-        if best_run and client.get_run(best_run).data.tags.get(MODEL_TAG) != "logged":
-            params = best.params
-            hidden = [params[f"units_l{i}"] for i in range(params["n_layers"])]
-            model = build_model(hidden, params["activation"], seed=0)
-            try:
-                model.set_weights(load_weights(client, best_run))
-                store.log_keras_model(client, best_run, model)
-                client.set_tag(best_run, MODEL_TAG, "logged")
-            except Exception as error:  # the study's books still close; say what is missing
-                print(
-                    f"warning: best model not logged for run {best_run}: {error}", file=sys.stderr
-                )
-        if best_run:
+            _log_best_model(client, best_run, best)
             _register_or_warn(client, study.study_name, best_run)
     if "baseline_value" in summary:
         metrics["baseline_value"] = float(summary["baseline_value"])
@@ -187,6 +196,25 @@ def finalize(study: optuna.Study, client: MlflowClient, parent_run_id: str) -> d
             store.log_directory(client, parent_run_id, Path(scratch), "plots")
     store.end_run(client, parent_run_id)
     return summary
+
+
+def _log_best_model(client: MlflowClient, run_id: str, best: optuna.trial.FrozenTrial) -> None:
+    """The best trial's network as an MLflow model in its run, once (a failure is a warning:
+    the study's books still close)."""
+    from pipeline.core.model import build_model
+    from pipeline.tracking.recording import load_weights
+
+    if client.get_run(run_id).data.tags.get(MODEL_TAG) == "logged":
+        return
+    params = best.params
+    hidden = [params[f"units_l{i}"] for i in range(params["n_layers"])]
+    model = build_model(hidden, params["activation"], seed=0)
+    try:
+        model.set_weights(load_weights(client, run_id))
+        store.log_keras_model(client, run_id, model)
+        client.set_tag(run_id, MODEL_TAG, "logged")
+    except Exception as error:
+        print(f"warning: best model not logged for run {run_id}: {error}", file=sys.stderr)
 
 
 def register_best(client: MlflowClient, name: str, run_id: str) -> str:

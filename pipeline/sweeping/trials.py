@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 
@@ -32,10 +32,13 @@ from pipeline.names import REASON, WORKER_ATTR
 from pipeline.settings import ObjectiveConfig, TrainConfig
 from pipeline.sweeping.space import Hyperparams, SearchSpace, layouts, suggest
 from pipeline.sweeping.study import FINISHED, worker_id
-from pipeline.tracking.outage import on_storage
+from pipeline.tracking.outage import on_storage, steady_beat
 from pipeline.tracking.recorder import BackgroundRecorder
 from pipeline.tracking.recording import objective_value, run_params
 from pipeline.tracking.spool import TrialRecord, trial_record
+
+if TYPE_CHECKING:
+    from pipeline.sweeping.handle import StudyHandle
 
 T = TypeVar("T")
 
@@ -44,9 +47,7 @@ T = TypeVar("T")
 class TrialContext:
     """What every trial of one study shares."""
 
-    experiment_id: str
-    parent_run_id: str
-    study_name: str
+    handle: StudyHandle
     objective: ObjectiveConfig
     train: TrainConfig
     space: SearchSpace
@@ -70,9 +71,9 @@ def outcome(result: TrainResult) -> tuple[str, str | None]:
 def record_of(ctx: TrialContext, number: int, state: str, **details: Any) -> TrialRecord:
     """`trial_record` for trial `number` of this context's study (see its keyword arguments)."""
     return trial_record(
-        experiment_id=ctx.experiment_id,
-        parent_run_id=ctx.parent_run_id,
-        study_name=ctx.study_name,
+        experiment_id=ctx.handle.experiment_id,
+        parent_run_id=ctx.handle.parent_run_id,
+        study_name=ctx.handle.name,
         number=number,
         objective=ctx.objective.name,
         state=state,
@@ -133,7 +134,7 @@ class _Slots:
         raise ValueError(f"no layout of the search space holds {hp}")
 
 
-def train_trials(study: optuna.Study, ctx: TrialContext, n_trials: int) -> Iterator:
+def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.FrozenTrial]:
     """Ask, train, prune, tell and record trials until the study has `n_trials` finished or
     running ones; yield each trial (FrozenTrial) as it finishes.
 
@@ -144,7 +145,7 @@ def train_trials(study: optuna.Study, ctx: TrialContext, n_trials: int) -> Itera
     minimised = get_objective(ctx.objective.name).minimised
     try:
         while True:
-            yield from _fill(study, ctx, slots, waiting, n_trials)
+            yield from _fill(ctx, slots, waiting, n_trials)
             busy = [p for p, crowd in enumerate(slots.crowds) if crowd.busy()]
             if not busy:
                 return
@@ -154,42 +155,43 @@ def train_trials(study: optuna.Study, ctx: TrialContext, n_trials: int) -> Itera
                     reports = crowd.step()
                 except Exception as error:  # its trials fail with it; the sweep goes on
                     for flight in slots.discard(p):
-                        yield _fail(study, ctx, flight, error)
+                        yield _fail(ctx, flight, error)
                     continue
                 for k, report in reports.items():
                     value = minimised(report.val_value_mse, report.val_deriv_mse,
                                       ctx.objective.deriv_weight)  # fmt: skip
                     trial = slots.flights[(p, k)].trial
                     if math.isfinite(value):
-                        _steady(study, partial(trial.report, value, report.epoch))
-                        if _steady(study, trial.should_prune):
+                        _steady(ctx, partial(trial.report, value, report.epoch))
+                        if _steady(ctx, trial.should_prune):
                             crowd.stop(k)
-                _heartbeat(study, slots)
+                _heartbeat(ctx, slots)
                 for k in [k for k in range(crowd.size) if crowd.finished(k)]:
-                    yield _finish(study, ctx, slots.flights.pop((p, k)), crowd.take(k))
+                    yield _finish(ctx, slots.flights.pop((p, k)), crowd.take(k))
     except BaseException as error:
         for flight in [*slots.flights.values(), *waiting]:
-            _fail(study, ctx, flight, error)
+            _fail(ctx, flight, error)
         raise
 
 
 def _fill(
-    study: optuna.Study, ctx: TrialContext, slots: _Slots, waiting: list, n_trials: int
-) -> Iterator:
+    ctx: TrialContext, slots: _Slots, waiting: list, n_trials: int
+) -> Iterator[optuna.trial.FrozenTrial]:
     """Ask for trials while a slot is free and the study wants more than are finished or
     running; a trial whose population is full waits for its next free slot."""
     waiting[:] = [f for f in waiting if not slots.place(f)]
+    study = ctx.handle.study
     while slots.free() and not waiting and len(slots.flights) < (ctx.share or n_trials):
         states = (*FINISHED, optuna.trial.TrialState.RUNNING)
-        live = _steady(study, partial(study.get_trials, deepcopy=False, states=states))
+        live = _steady(ctx, partial(study.get_trials, deepcopy=False, states=states))
         if len(live) >= n_trials:
             return
-        trial = _steady(study, study.ask)
-        _steady(study, partial(trial.set_user_attr, WORKER_ATTR, worker_id()))
+        trial = _steady(ctx, study.ask)
+        _steady(ctx, partial(trial.set_user_attr, WORKER_ATTR, worker_id()))
         try:
-            hp = _steady(study, partial(suggest, trial, ctx.space))
+            hp = _steady(ctx, partial(suggest, trial, ctx.space))
         except Exception as error:  # a sampler's failure fails this trial, not the sweep
-            yield _fail(study, ctx, _Flight(trial, None), error)
+            yield _fail(ctx, _Flight(trial, None), error)
             continue
         flight = _Flight(trial, hp, _params(ctx, hp, trial))
         if not slots.place(flight):
@@ -211,15 +213,17 @@ def _params(ctx: TrialContext, hp: Hyperparams, trial: optuna.Trial) -> dict[str
     return params | {k: v for k, v in trial.params.items() if k.startswith("units_l")}
 
 
-def _steady(study: optuna.Study, call: Callable[[], T]) -> T:
+def _steady(ctx: TrialContext, call: Callable[[], T]) -> T:
     """`call()` on the study's storage, waited out while the storage drops its connections (a
     PostgreSQL restart) rather than failing the trials in flight."""
-    return on_storage(study, call)
+    return on_storage(ctx.handle.storage, call)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any):
+def _tell(ctx: TrialContext, trial: optuna.Trial, *args: Any, **kwargs: Any):
     """`study.tell`, retried like every storage call; a retry that finds the trial already told
     (the connection dropped after the storage took it) returns it as told."""
+
+    study = ctx.handle.study
 
     def once():
         try:
@@ -229,38 +233,37 @@ def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any):
                 raise
             return study.get_trials(deepcopy=False)[trial.number]
 
-    return _steady(study, once)
+    return _steady(ctx, once)
 
 
-def _heartbeat(study: optuna.Study, slots: _Slots) -> None:
+def _heartbeat(ctx: TrialContext, slots: _Slots) -> None:
     """Tell an RDB storage with heartbeats that this worker's trials live (what
     `study.optimize` does in a thread), so a dead worker's trials turn stale and retry."""
-    interval = slots.ctx.heartbeat_interval
+    interval, handle = ctx.heartbeat_interval, ctx.handle
     if not interval or time.monotonic() - slots.beaten < interval:
         return
     slots.beaten = time.monotonic()
-    # Optuna 5.0 has no public handle on a study's storage or a live trial's id.
     for flight in slots.flights.values():
-        study._storage.record_heartbeat(flight.trial._trial_id)
+        steady_beat(handle.storage, partial(handle.beat, flight.trial.number))
 
 
-def _finish(study: optuna.Study, ctx: TrialContext, flight: _Flight, result: TrainResult):
+def _finish(ctx: TrialContext, flight: _Flight, result: TrainResult):
     """Spool and tell a trained trial: COMPLETE with its value, or PRUNED (pruned, diverged)."""
     trial = flight.trial
     state, reason = outcome(result)
     value = objective_value(ctx.objective, result)
     if state == "COMPLETE" and not math.isfinite(value):
-        return _fail(study, ctx, flight, FloatingPointError(f"objective_value is {value}"))
+        return _fail(ctx, flight, FloatingPointError(f"objective_value is {value}"))
     details = {"reason": reason, "params": flight.params, "result": result, "data": ctx.data}
     ctx.recorder.submit(record_of(ctx, trial.number, state, start=flight.started, **details))
     if reason:
-        _steady(study, partial(trial.set_user_attr, REASON, reason))
+        _steady(ctx, partial(trial.set_user_attr, REASON, reason))
     if state == "COMPLETE":
-        return _tell(study, trial, value)
-    return _tell(study, trial, state=optuna.trial.TrialState.PRUNED)
+        return _tell(ctx, trial, value)
+    return _tell(ctx, trial, state=optuna.trial.TrialState.PRUNED)
 
 
-def _fail(study: optuna.Study, ctx: TrialContext, flight: _Flight, error: BaseException):
+def _fail(ctx: TrialContext, flight: _Flight, error: BaseException):
     """Spool a trial that ended by an error or interrupt and tell Optuna FAIL, the reason named."""
     killed = isinstance(error, KeyboardInterrupt | GeneratorExit)
     reason = "interrupted" if killed else f"{type(error).__name__}: {error}"
@@ -271,4 +274,4 @@ def _fail(study: optuna.Study, ctx: TrialContext, flight: _Flight, error: BaseEx
         print(f"warning: trial {flight.trial.number} not recorded: {lost!r}", file=sys.stderr)
     with contextlib.suppress(Exception):  # the storage may be what failed
         flight.trial.set_user_attr(REASON, reason)
-    return _tell(study, flight.trial, state=optuna.trial.TrialState.FAIL)
+    return _tell(ctx, flight.trial, state=optuna.trial.TrialState.FAIL)

@@ -124,49 +124,38 @@ def retry(
             time.sleep(min(next(delays), max(0.0, since + patience - now)))
 
 
-def _drop_session(backend: Any) -> None:
+def _drop_session(storage: Any) -> None:
     """Discard this thread's database session: a dropped connection leaves it unusable."""
-    session = getattr(backend, "scoped_session", None)
+    session = getattr(storage, "scoped_session", None)  # an RDB storage's (public) attribute
     if session is not None:
         session.remove()
 
 
 def on_storage(
-    study: Any, call: Callable[[], T], on_first: Callable[[BaseException], object] | None = None
+    storage: Any, call: Callable[[], T], on_first: Callable[[BaseException], object] | None = None
 ) -> T:
-    """`call()` on an Optuna study's storage, retried while the storage does not answer (a
-    PostgreSQL restart) for up to STORAGE_PATIENCE_S, with a fresh session each time."""
-    backend = getattr(study._storage, "_backend", study._storage)
+    """`call()` on an Optuna storage, retried while the storage does not answer (a PostgreSQL
+    restart) for up to STORAGE_PATIENCE_S, with a fresh session each time."""
 
     def fresh() -> T:
         try:
             return call()
         except Exception:
-            _drop_session(backend)
+            _drop_session(storage)
             raise
 
     return retry(fresh, STORAGE_PATIENCE_S, on_first)
 
 
-def steady_heartbeats(study: Any) -> None:
-    """Make a heartbeat the storage cannot take (it is restarting) a skipped beat: Optuna's
-    heartbeat thread would die with a traceback and leave its trial to be failed as stale."""
-    storage = study._storage
-    beat = getattr(storage, "record_heartbeat", None)
-    if beat is None or getattr(beat, "steady", False):
-        return
-    backend = getattr(storage, "_backend", storage)
-
-    def steady(trial_id: int) -> None:
-        try:
-            beat(trial_id)
-        except Exception as error:
-            if not unreachable(error):
-                raise
-            _drop_session(backend)  # the next beat, one interval later, reconnects
-
-    steady.steady = True  # type: ignore[attr-defined]
-    storage.record_heartbeat = steady
+def steady_beat(storage: Any, beat: Callable[[], object]) -> None:
+    """`beat()`, a heartbeat on `storage`; one the storage cannot take (it is restarting) is a
+    skipped beat, not an error that would leave the trial to be failed as stale."""
+    try:
+        beat()
+    except Exception as error:
+        if not unreachable(error):
+            raise
+        _drop_session(storage)  # the next beat, one interval later, reconnects
 
 
 def patiently(
