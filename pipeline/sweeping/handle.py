@@ -79,21 +79,21 @@ class StudyHandle:
         from pipeline.tracking.spool import Spool
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours to print
-        cfg, tracking, name = settings.study, settings.tracking, settings.study_name(objective.name)
-        storage = make_storage(cfg)
+        cfg, tracking, key = settings.study, settings.tracking, objective.name
+        name, storage = settings.study_name(key), make_storage(cfg)
         # A resumed or parallel worker must not replay another's random stream: offset the seed.
         sampler = make_sampler(cfg, worker_index * 100_003 + trials_so_far(storage, name))
-        study, created = open_study(storage, name, objective.name, sampler, make_pruner(cfg))
-        params, objective = parent_params(settings, objective), objective.name
+        study, created = open_study(storage, name, key, sampler, make_pruner(cfg))
+        params = parent_params(settings, objective)
 
         def books() -> tuple[MlflowClient, str, str]:
             client, experiment_id = store.connect(tracking)
-            parent = ensure_parent_run(study, created, client, experiment_id, objective, params)
+            parent = ensure_parent_run(study, created, client, experiment_id, key, params)
             return client, experiment_id, parent
 
         spool = Spool.of_sweep(tracking.uri, cfg.storage).directory
         books_of = patiently(books, tracking.uri, tracking.outage_timeout, spool, tqdm.write)
-        return cls(name, objective, storage, study, *books_of, created=created)
+        return cls(name, key, storage, study, *books_of, created=created)
 
     @classmethod
     def load(
