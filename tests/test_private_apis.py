@@ -1,5 +1,5 @@
-"""The one private attribute of another package the pipeline still reads (no public API does
-its job): if a new version drops it, this fails loudly rather than a sweep's clean-up."""
+"""The private attributes of other packages the pipeline still uses (no public API does their
+job): if a new version drops one, this fails loudly rather than a sweep's clean-up."""
 
 from __future__ import annotations
 
@@ -17,3 +17,10 @@ def test_a_process_pool_still_names_its_processes():
         assert len(processes) == 1 and all(p.is_alive() for p in processes)
     finally:
         pool.shutdown()
+
+
+def test_exit_handlers_can_still_be_run_before_a_quick_exit():
+    """`entry.run_exit_handlers` calls it (running it here would end this session's logging)."""
+    import atexit
+
+    assert callable(getattr(atexit, "_run_exitfuncs", None))
