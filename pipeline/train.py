@@ -17,6 +17,7 @@ from pipeline.core.data import make_dataset
 from pipeline.core.problems import Problem, read_problem
 from pipeline.names import OBJECTIVE_TAG, REASON, ROLE_TAG
 from pipeline.settings import (
+    CONF_DIR,
     OBJECTIVES,
     ConfigError,
     DataConfig,
@@ -132,7 +133,7 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     return RunOutcome(run_id=run_id, experiment_id=experiment_id, metrics=metrics)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Read and check the config, train, and say where the run is."""
     try:
