@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ("log", "sin", "exp", "runge")
 OBJECTIVES = ("value", "derivative", "sobolev")
 TARGETS = {  # the issue's, for problem=log
@@ -86,17 +85,15 @@ def overrides(cell: Cell, args: argparse.Namespace, root: Path) -> list[str]:
 
 def run_cell(cell: Cell, args: argparse.Namespace, log) -> Outcome:
     """One default sweep in a fresh store; its figures read back from Optuna and MLflow."""
-    from hydra import compose, initialize_config_dir
     from mlflow.tracking import MlflowClient
 
-    from pipeline.sweep import read_settings
+    from pipeline.settings import load
     from pipeline.sweeping.reference import METRIC
     from pipeline.sweeping.runner import run_sweep
 
     with tempfile.TemporaryDirectory(prefix="quality-") as scratch:
         root = Path(scratch)
-        with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
-            settings = read_settings(compose("sweep", overrides(cell, args, root)))
+        settings = load("sweep", overrides(cell, args, root))
         started, cpu = time.perf_counter(), _cpu()
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             code = run_sweep(settings)

@@ -67,9 +67,9 @@ def fit_us_per_epoch(epochs: int) -> float:
     from pipeline.core.data import make_dataset
     from pipeline.core.model import build_model
     from pipeline.core.problems import shipped
-    from pipeline.settings import DataConfig
+    from pipeline.settings import load
 
-    data = make_dataset(DataConfig(), shipped("log"), 1.0)
+    data = make_dataset(load("train").data, shipped("log"), 1.0)
     model = build_model([10, 10], "sigmoid", seed=0)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
     fit = {"batch_size": len(data.x_train), "verbose": 0}

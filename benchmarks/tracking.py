@@ -52,27 +52,29 @@ def main() -> None:
     from pipeline.core.model import seeded_weights
     from pipeline.core.problems import shipped
     from pipeline.core.trainer import TrainSpec, train
-    from pipeline.settings import DataConfig, ObjectiveConfig, TrackingConfig
-    from pipeline.sweeping.space import Hyperparams, SearchSpace, layout_for
+    from pipeline.settings import load
+    from pipeline.sweeping.space import Hyperparams, layout_for
     from pipeline.tracking import store
     from pipeline.tracking.recorder import BackgroundRecorder
     from pipeline.tracking.recording import record_training, run_params
     from pipeline.tracking.spool import Spool, trial_record
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
-    data = make_dataset(DataConfig(), shipped("log"), 1.0)
-    client, experiment_id = store.connect(
-        TrackingConfig(uri=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}", experiment="bench")
-    )
+    uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
+    shipped_run = load("train", [f"tracking.uri={uri}", "tracking.experiment=bench"])
+    data = make_dataset(shipped_run.data, shipped("log"), 1.0)
+    client, experiment_id = store.connect(shipped_run.tracking)
     parent = store.start_run(client, experiment_id, "bench", {ROLE_TAG: "study"})
 
     def spec(activation: str, optimizer: str, lr: float) -> TrainSpec:
         return TrainSpec(activation, optimizer, lr, args.epochs, report_every=args.report_every)
 
+    space = load("sweep").search
+
     def train_one(config):
         hidden, activation, optimizer, lr = config
         weights = seeded_weights(hidden, seed=0)
-        layout = layout_for(SearchSpace(), Hyperparams(hidden, activation, optimizer, lr))
+        layout = layout_for(space, Hyperparams(hidden, activation, optimizer, lr))
         return train(spec(activation, optimizer, lr), weights, data, layout=layout)
 
     def start(index: int) -> str:
@@ -92,7 +94,7 @@ def main() -> None:
 
     def record(run_id: str, config, result) -> None:
         record_training(
-            client, run_id, result, data, params(config), ObjectiveConfig("value"), run_id[:8], tags
+            client, run_id, result, data, params(config), shipped_run.objective, run_id[:8], tags
         )
         store.end_run(client, run_id)
 

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,10 +55,11 @@ def main() -> None:
     from pipeline.core.model import build_model, initial_weights
     from pipeline.core.problems import shipped
     from pipeline.core.trainer import Population, TrainSpec, train
-    from pipeline.settings import DataConfig
+    from pipeline.settings import load
 
     # The post's way for both objectives: its 19 points are also the derivative's collocation grid.
-    data = make_dataset(DataConfig(n_colloc=DataConfig().n_train), shipped("log"), 1.0)
+    shipped_data = load("train").data
+    data = make_dataset(replace(shipped_data, n_colloc=shipped_data.n_train), shipped("log"), 1.0)
     start = initial_weights(build_model([10, 10], "sigmoid", seed=0))
     intra = tf.config.threading.get_intra_op_parallelism_threads()
     print(

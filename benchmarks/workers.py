@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 TARGET_RATIO = 1.6
-REPO = Path(__file__).resolve().parents[1]
 FIXED_SEED = 2026
 
 
@@ -65,14 +64,16 @@ def fixed_trials(count: int) -> list[dict]:
     """`count` parameter sets of the default search space, the same on every call."""
     import optuna
 
-    from pipeline.sweeping.space import SearchSpace, suggest
+    from pipeline.settings import load
+    from pipeline.sweeping.space import suggest
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=FIXED_SEED))
+    space = load("sweep").search
     params = []
     for _ in range(count):
         trial = study.ask()
-        suggest(trial, SearchSpace())
+        suggest(trial, space)
         params.append(trial.params)
         study.tell(trial, 0.0)
     return params
@@ -80,15 +81,11 @@ def fixed_trials(count: int) -> list[dict]:
 
 def prepare(directory: Path, trials: int, workers: int, epochs: int) -> None:
     """Create the study and its parent run in `directory` and enqueue the fixed trials."""
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.sweep import read_settings
+    from pipeline.settings import load
     from pipeline.sweeping.handle import StudyHandle
     from pipeline.sweeping.worker import prepare_study
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("sweep", overrides(directory, trials, workers, epochs))
-    settings = read_settings(cfg)
+    settings = load("sweep", overrides(directory, trials, workers, epochs))
     study = prepare_study(StudyHandle.open(settings, settings.objectives[0]), settings).study
     # The baseline is already queued; the rest, plus what extra workers may start.
     for params in fixed_trials(trials - 1 + workers - 1):
@@ -99,10 +96,12 @@ def finished(directory: Path) -> tuple[int, float]:
     """(COMPLETE + PRUNED trials, seconds from the first trial's start to the last's end)."""
     import optuna
 
-    from pipeline.sweeping.study import FINISHED, StudyConfig, make_storage
+    from pipeline.settings import load
+    from pipeline.sweeping.study import FINISHED, make_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = make_storage(StudyConfig(storage=str(directory / "mlruns" / "optuna.journal")))
+    journal = directory / "mlruns" / "optuna.journal"
+    storage = make_storage(load("sweep", [f"study.storage={journal}"]).study)
     trials = optuna.load_study(study_name="log-value", storage=storage).get_trials(
         deepcopy=False, states=FINISHED
     )
@@ -120,10 +119,10 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     from pipeline.core.model import seeded_weights
     from pipeline.core.problems import shipped
     from pipeline.core.trainer import TrainSpec, train
-    from pipeline.settings import DataConfig
-    from pipeline.sweeping.space import Hyperparams, SearchSpace, layout_for
+    from pipeline.settings import load
+    from pipeline.sweeping.space import Hyperparams, layout_for
 
-    data, space = make_dataset(DataConfig(), shipped("log"), 1.0), SearchSpace()
+    data, space = make_dataset(load("train").data, shipped("log"), 1.0), load("sweep").search
     jobs = []
     for p in params:
         hidden = [p[f"units_l{i}"] for i in range(p["n_layers"])]

@@ -6,9 +6,15 @@ read these strings; changing one is a change of the stored format, so each is wr
 
 from __future__ import annotations
 
-# Where results go unless the user says otherwise.
-DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
-DEFAULT_EXPERIMENT = "pipeline"
+from omegaconf import OmegaConf
+
+from pipeline.settings import CONF_DIR
+
+# Where results go unless the user says otherwise: read from the shipped config, the one source.
+_TRACKING = OmegaConf.load(CONF_DIR / "tracking" / "default.yaml")
+DEFAULT_STORE: str = _TRACKING.uri  # MLflow's tracking store
+DEFAULT_EXPERIMENT: str = _TRACKING.experiment
+DEFAULT_STORAGE: str = OmegaConf.load(CONF_DIR / "study" / "default.yaml").storage  # Optuna's
 
 # MLflow run tags.
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its study's run

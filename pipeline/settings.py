@@ -2,16 +2,33 @@
 
 Entry points turn their `DictConfig` into these frozen dataclasses; nothing past the entry point
 sees OmegaConf. Every check raises `ConfigError`, whose text is the one line users get.
+
+The values live in one place, the YAML under `CONF_DIR` (`conf/` of the checkout, shipped in the
+wheel as `pipeline/conf`): the dataclasses give types and checks, not defaults. Code that needs
+settings without a command line (benchmarks, tests, notebooks) takes them from `load`, which
+composes the config as `python -m pipeline.<name>` would.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.objectives import OBJECTIVES as REGISTRY
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from pipeline.sweeping.handle import SweepSettings
+    from pipeline.train import RunSettings
+
+# The Hydra config directory: the only definition of where it is. In a checkout `pipeline/conf`
+# is a symlink to the repository's `conf/`; a wheel holds the files themselves there.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 OBJECTIVES = tuple(REGISTRY)
 ACTIVATIONS = ("sigmoid", "tanh", "softplus", "relu", "elu", "silu")
@@ -30,23 +47,29 @@ class ConfigError(ValueError):
 class DataConfig:
     """Domain [x_min, x_max], data and collocation points, a held-out validation grid."""
 
-    x_min: float = 0.1
-    x_max: float = 1.9
-    n_train: int = 19
-    n_val: int = 100
-    n_colloc: int = 200
-    resample: bool = False
+    x_min: float
+    x_max: float
+    n_train: int
+    n_val: int
+    n_colloc: int
+    resample: bool
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
     """Which loss to minimise (`pipeline.core.objectives`); the anchor pins the derivative
-    objective's free constant, `deriv_weight` weighs f' against f in the Sobolev loss."""
+    objective's free constant, `deriv_weight` weighs f' against f in the Sobolev loss.
 
-    name: str = "value"
-    anchor_weight: float = 1.0
-    anchor_x: float = 1.0
-    deriv_weight: float = 1.0
+    A weight is 0 where the objective's loss has no such term (the value fit has neither);
+    `anchor_x` is where the dataset's anchor (x0, f(x0)) sits, set by the problem. A config
+    rebuilt only to score a finished result (the recorder's) gives the name and `deriv_weight`
+    alone, so the anchor has a not-given value rather than a copy of the YAML's.
+    """
+
+    name: str
+    anchor_weight: float = 0.0
+    anchor_x: float | None = None
+    deriv_weight: float = 0.0
 
     def params(self) -> dict[str, float]:
         """The settings this objective's loss uses, as run params: the anchor where it has one,
@@ -64,30 +87,62 @@ class ObjectiveConfig:
 class ModelConfig:
     """Hidden layer widths and their activation; the output is one linear unit."""
 
-    hidden: tuple[int, ...] = (10, 10)
-    activation: str = "sigmoid"
+    hidden: tuple[int, ...]
+    activation: str
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Full-batch training: optimizer, learning rate, epochs, seed and history resolution."""
+    """Full-batch training: optimizer, learning rate, epochs, seed and history resolution.
+    In a sweep the optimizer and learning rate are None: every trial samples its own."""
 
-    epochs: int = 10_000
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    seed: int = 0
-    log_every: int = 50
+    epochs: int
+    optimizer: str | None
+    learning_rate: float | None
+    seed: int
+    log_every: int
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """Where MLflow keeps runs: an embedded SQLite file by default, or a tracking server."""
+    """Where MLflow keeps runs: an embedded SQLite file, or a tracking server."""
 
-    uri: str = "sqlite:///mlruns/mlflow.db"
-    experiment: str = "pipeline"
+    uri: str
+    experiment: str
     # How long MLflow may not answer before a sweep stops (exit 1, its records kept in the
     # spool); trials go on training meanwhile.
-    outage_timeout: float = 300.0
+    outage_timeout: float
+
+
+# --- the config as an entry point composes it -------------------------------------------------
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `python -m pipeline.<config_name> <overrides>` sees, composed by Hydra from
+    `CONF_DIR` (not usable inside a running Hydra app, which has composed its own)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name=config_name):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+@functools.cache
+def _load(config_name: str, overrides: tuple[str, ...]) -> RunSettings | SweepSettings:
+    if config_name == "train":
+        from pipeline.train import read_settings
+    elif config_name == "sweep":
+        from pipeline.sweep import read_settings
+    else:
+        raise ValueError(f"no entry point reads {config_name!r}: train or sweep")
+    return read_settings(compose(config_name, overrides))
+
+
+def load(config_name: str, overrides: Sequence[str] = ()) -> RunSettings | SweepSettings:
+    """Typed, checked settings of `python -m pipeline.<config_name> <overrides>` ("train" gives
+    `RunSettings`, "sweep" `SweepSettings`): the shipped defaults for code and tests that have
+    no command line, e.g. `load("train").data`. Raises ConfigError like the entry point."""
+    return _load(config_name, tuple(overrides))
 
 
 # --- readers: one per value kind, each raising ConfigError naming the full key ---------------
@@ -147,25 +202,28 @@ def read_data(section: Mapping[str, Any]) -> DataConfig:
         x_max=x_max,
         n_train=read_int(section, "data", "n_train", minimum=2),
         n_val=read_int(section, "data", "n_val", minimum=2),
-        n_colloc=read_int({"n_colloc": 200, **section}, "data", "n_colloc", minimum=2),
-        resample=read_bool({"resample": False, **section}, "data", "resample"),
+        n_colloc=read_int(section, "data", "n_colloc", minimum=2),
+        resample=read_bool(section, "data", "resample"),
     )
 
 
 def read_objective(section: Mapping[str, Any], allowed: tuple[str, ...]) -> ObjectiveConfig:
     """The objective's name, anchor and Sobolev weight (the anchor must be finite; where f is
-    finite is the problem's check)."""
+    finite is the problem's check). A weight the objective's loss uses is required; one it has
+    no term for is read where given and 0 where not."""
     name = section.get("name")
     if name not in allowed:
         raise ConfigError("objective", name, f"must be one of {', '.join(allowed)}")
-    weight = read_float({"anchor_weight": 1.0, **section}, "objective", "anchor_weight")
-    if weight < 0:
-        raise ConfigError("objective.anchor_weight", weight, "must be a number >= 0")
-    anchor_x = read_float({"anchor_x": 1.0, **section}, "objective", "anchor_x")
-    deriv_weight = read_float({"deriv_weight": 1.0, **section}, "objective", "deriv_weight")
-    if deriv_weight < 0:
-        raise ConfigError("objective.deriv_weight", deriv_weight, "must be a number >= 0")
-    return ObjectiveConfig(name, weight, anchor_x, deriv_weight)
+    # `both` runs value and derivative: the anchor of the derivative objective applies.
+    entry = REGISTRY["derivative" if name == "both" else name]
+    uses = {"anchor_weight": entry.anchored, "deriv_weight": entry.fits_value and entry.fits_slope}
+    weights = {}
+    for key, used in uses.items():
+        weights[key] = read_float(section, "objective", key) if used or key in section else 0.0
+        if weights[key] < 0:
+            raise ConfigError(f"objective.{key}", weights[key], "must be a number >= 0")
+    anchor_x = read_float(section, "objective", "anchor_x")
+    return ObjectiveConfig(name=name, anchor_x=anchor_x, **weights)
 
 
 def read_model(section: Mapping[str, Any]) -> ModelConfig:
@@ -204,8 +262,7 @@ def read_tracking(section: Mapping[str, Any]) -> TrackingConfig:
     experiment = _get(section, "tracking", "experiment")[1]
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError("tracking.experiment", experiment, "must be a non-empty name")
-    defaults = {"outage_timeout": TrackingConfig.outage_timeout}
-    timeout = read_float({**defaults, **section}, "tracking", "outage_timeout", positive=True)
+    timeout = read_float(section, "tracking", "outage_timeout", positive=True)
     return TrackingConfig(uri=uri, experiment=experiment, outage_timeout=timeout)
 
 

@@ -17,13 +17,14 @@ from pipeline import entry
 from pipeline.core.data import make_dataset
 from pipeline.core.problems import read_problem
 from pipeline.settings import (
+    CONF_DIR,
     OBJECTIVES,
     ConfigError,
     TrainConfig,
     read_data,
+    read_int,
     read_objective,
     read_tracking,
-    read_train,
 )
 from pipeline.sweeping.handle import SweepSettings
 from pipeline.sweeping.space import read_search
@@ -48,9 +49,13 @@ def read_sweep_train(section: dict) -> TrainConfig:
                 section[key],
                 f"a sweep samples it per trial: set search.{key} instead, e.g. {example}",
             )
-    # TrainConfig's optimizer and learning rate stay at their defaults: no trial reads them.
-    fill = {k: getattr(TrainConfig, k) for k in SAMPLED}
-    return read_train({**section, **fill})
+    return TrainConfig(
+        epochs=read_int(section, "train", "epochs", minimum=1),
+        optimizer=None,
+        learning_rate=None,
+        seed=read_int(section, "train", "seed", minimum=0),
+        log_every=read_int(section, "train", "log_every", minimum=1),
+    )
 
 
 def read_settings(cfg: DictConfig) -> SweepSettings:
@@ -73,7 +78,7 @@ def read_settings(cfg: DictConfig) -> SweepSettings:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep")
 def main(cfg: DictConfig) -> None:
     """Read and check the config, then sweep (or check) every chosen objective."""
     try:

@@ -18,6 +18,7 @@ from pipeline.core.problems import Problem, read_problem
 from pipeline.core.results import TrainResult
 from pipeline.names import OBJECTIVE_TAG, REASON, ROLE_TAG
 from pipeline.settings import (
+    CONF_DIR,
     OBJECTIVES,
     ConfigError,
     DataConfig,
@@ -141,7 +142,7 @@ def _record(settings: RunSettings, result: TrainResult, data: Dataset) -> RunOut
     return RunOutcome(run_id=run_id, experiment_id=experiment_id, metrics=metrics)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """Read and check the config, train, and say where the run is."""
     try:

@@ -31,7 +31,7 @@ import urllib.parse
 import urllib.request
 import webbrowser
 
-from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORE
+from pipeline.names import DEFAULT_EXPERIMENT, DEFAULT_STORAGE, DEFAULT_STORE
 from pipeline.tracking import dashboard
 from pipeline.tracking.places import artifact_root, sqlite_path
 
@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--storage",
-        default=dashboard.DEFAULT_STORAGE,
+        default=DEFAULT_STORAGE,
         help="with --optuna: a journal file or an RDB URL; %(default)s",
     )
     return parser.parse_args(argv)

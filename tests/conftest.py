@@ -1,4 +1,8 @@
-"""Shared fixtures: the repository's config directory, a Hydra compose helper and the post's data.
+"""Shared fixtures: the config directory, the one Hydra compose helper and the post's data.
+
+Settings come from the shipped config (`pipeline.settings.CONF_DIR`), never from values written
+again here: `compose_cfg` gives the composed `DictConfig`, `pipeline.settings.load` the typed
+settings an entry point would run with.
 
 TensorFlow is imported lazily (by the fixtures and tests that need it), so config-only tests
 stay fast. Add fixtures for other concerns below the existing ones.
@@ -15,26 +19,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from pipeline import settings
 from pipeline.core.data import Dataset, make_dataset
 from pipeline.core.problems import shipped
-from pipeline.settings import DataConfig
 
 if TYPE_CHECKING:
     import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
+CONF_DIR = settings.CONF_DIR  # the config directory the entry points read (the only definition)
 
-ComposeFn = Callable[..., DictConfig]
-
-
-def compose_config(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """The config `python -m pipeline.<config_name> <overrides>` would see (Hydra-composed)."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="tests"):
-        return compose(config_name=config_name, overrides=list(overrides))
+ComposeFn = Callable[[str, Sequence[str]], DictConfig]
+compose_config: ComposeFn = settings.compose  # `python -m pipeline.<name> <overrides>`'s config
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +63,8 @@ def train_cfg() -> DictConfig:
 def dataset() -> Dataset:
     """The post's problem (log x): 19 data points on [0.1, 1.9], the collocation grid, the
     held-out validation grid and the anchor x0 = 1."""
-    return make_dataset(DataConfig(), shipped("log"), anchor_x=1.0)
+    run = settings.load("train")
+    return make_dataset(run.data, shipped("log"), anchor_x=run.objective.anchor_x)
 
 
 @pytest.fixture(scope="session")

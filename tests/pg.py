@@ -236,16 +236,18 @@ def start_sweep(cwd: Path, *overrides: str, **env: str) -> subprocess.Popen:
 
 def load_study(storage: str, name: str, cwd: Path | None = None):
     """The study through the product's own storage factory (journal path or RDB URL)."""
+    from dataclasses import replace
+
     import optuna
 
-    from pipeline.sweeping.study import StudyConfig, make_storage
+    from pipeline.settings import load
+    from pipeline.sweeping.study import make_storage
 
     if "://" not in storage and cwd is not None:
         storage = str(cwd / storage)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    return optuna.load_study(
-        study_name=name, storage=make_storage(StudyConfig(storage=storage, heartbeat_interval=60))
-    )
+    cfg = replace(load("sweep").study, storage=storage, heartbeat_interval=60)
+    return optuna.load_study(study_name=name, storage=make_storage(cfg))
 
 
 def running_trial(storage: str, name: str, cwd: Path | None = None, pid: int | None = None):

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from pipeline.names import TRIAL_TAG
+from pipeline.settings import load
 from pipeline.sweeping.handle import SweepSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
 EXPERIMENT = "pipeline"
 RUN_PLOTS = {"plots/fit.png", "plots/derivative.png", "plots/loss.png"}
 # One depth, activation and optimizer: every trial of these tests reuses one compiled graph.
@@ -42,10 +41,9 @@ def store_overrides(root: Path) -> list[str]:
 
 def settings_for(overrides: Sequence[str]) -> SweepSettings:
     """What `python -m pipeline.sweep <overrides>` would run with."""
-    from pipeline.sweep import read_settings
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="sweep"):
-        return read_settings(compose(config_name="sweep", overrides=list(overrides)))
+    settings = load("sweep", overrides)
+    assert isinstance(settings, SweepSettings)
+    return settings
 
 
 def run_sweep_in(root: Path, overrides: Sequence[str], log_model: bool = True) -> int:

@@ -9,6 +9,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.settings import (
+    CONF_DIR,
     OBJECTIVES,
     ConfigError,
     DataConfig,
@@ -22,7 +23,6 @@ from pipeline.settings import (
 from pipeline.sweep import read_sweep_train
 from pipeline.train import read_settings
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 ComposeFn = Callable[..., DictConfig]
 PRIMARY_CONFIGS = ("train", "sweep")
 
@@ -64,7 +64,11 @@ def test_group_option_composes(
     path = Path(CONF_DIR, group, f"{option}.yaml")
     expected = OmegaConf.to_container(_option(group, option))
     if not _package_global(path):
-        assert OmegaConf.to_container(cfg[group]) == expected
+        # The problem (a global file, after the group in the defaults list) sets its own keys
+        # of the group on top, such as the objective's anchor.
+        problem = OmegaConf.load(CONF_DIR / "problem" / f"{cfg.problem.name}.yaml")
+        on_top = OmegaConf.to_container(problem).get(group, {})
+        assert OmegaConf.to_container(cfg[group]) == {**expected, **on_top}
         return
     # A global file (the problems) sets keys of other groups too: each lands where it says.
     for section, values in expected.items():
@@ -81,11 +85,18 @@ def _option(group: str, option: str) -> DictConfig:
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_train_config_reads_into_settings(compose_cfg: ComposeFn, objective: str) -> None:
     settings = read_settings(compose_cfg("train", [f"objective={objective}"]))
-    assert settings.objective == ObjectiveConfig(name=objective)
+    # Each objective's own settings, the anchor x0 = 1 of problem=log; weights of terms its
+    # loss does not have are 0.
+    weights = {"value": (0.0, 0.0), "derivative": (1.0, 0.0), "sobolev": (0.0, 1.0)}[objective]
+    assert settings.objective == ObjectiveConfig(objective, *weights[:1], 1.0, weights[1])
     # The defaults are the blog post's setup.
-    assert settings.data == DataConfig()
+    assert settings.data == DataConfig(
+        0.1, 1.9, n_train=19, n_val=100, n_colloc=200, resample=False
+    )
     assert settings.model == ModelConfig(hidden=(10, 10), activation="sigmoid")
-    assert settings.train == TrainConfig(epochs=10_000, optimizer="sgd", learning_rate=0.1)
+    assert settings.train == TrainConfig(
+        epochs=10_000, optimizer="sgd", learning_rate=0.1, seed=0, log_every=50
+    )
     assert settings.tracking.uri == "sqlite:///mlruns/mlflow.db"
 
 
@@ -115,10 +126,11 @@ def test_sweep_config_composes_per_objective(compose_cfg: ComposeFn, objective: 
     cfg = compose_cfg("sweep", [f"objective={objective}"])
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert read_objective(raw["objective"], (*OBJECTIVES, "both")).name == objective
-    assert read_data(raw["data"]) == DataConfig()
+    assert read_data(raw["data"]) == read_settings(compose_cfg("train")).data
     # A sweep samples optimizer and learning rate per trial: its `train` leaves both unset.
     assert (raw["train"]["optimizer"], raw["train"]["learning_rate"]) == (None, None)
-    assert read_sweep_train(raw["train"]).epochs == 10_000
+    train = read_sweep_train(raw["train"])
+    assert (train.epochs, train.optimizer, train.learning_rate) == (10_000, None, None)
     read_tracking(raw["tracking"])
     assert {"search", "study"} <= set(raw)
 
@@ -180,10 +192,25 @@ def test_edge_of_allowed_input_is_accepted(compose_cfg: ComposeFn, override: str
     read_settings(compose_cfg("train", [override]))
 
 
-def test_read_objective_defaults_the_anchor() -> None:
-    assert read_objective({"name": "value"}, OBJECTIVES) == ObjectiveConfig(name="value")
-    free = read_objective({"name": "derivative", "anchor_weight": 0}, OBJECTIVES)
-    assert (free.anchor_weight, free.anchor_x, free.deriv_weight) == (0.0, 1.0, 1.0)
+def test_read_objective_needs_only_the_weights_its_loss_uses() -> None:
+    value = read_objective({"name": "value", "anchor_x": 1}, OBJECTIVES)
+    assert value == ObjectiveConfig("value", anchor_weight=0.0, anchor_x=1.0, deriv_weight=0.0)
+    free = read_objective({"name": "derivative", "anchor_weight": 0, "anchor_x": 0.5}, OBJECTIVES)
+    assert (free.anchor_weight, free.anchor_x, free.deriv_weight) == (0.0, 0.5, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"name": "derivative", "anchor_x": 1.0}, "objective.anchor_weight"),
+        ({"name": "sobolev", "anchor_x": 1.0}, "objective.deriv_weight"),
+        ({"name": "value"}, "objective.anchor_x"),
+    ],
+)
+def test_read_objective_refuses_a_missing_setting(section: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        read_objective(section, OBJECTIVES)
+    assert caught.value.key == key
 
 
 @pytest.mark.parametrize(
@@ -191,7 +218,7 @@ def test_read_objective_defaults_the_anchor() -> None:
     [
         ({"name": "derivative", "anchor_weight": -1.0}, "objective.anchor_weight"),
         ({"name": "sobolev", "deriv_weight": -0.5}, "objective.deriv_weight"),
-        ({"name": "derivative", "anchor_x": "one"}, "objective.anchor_x"),
+        ({"name": "derivative", "anchor_weight": 1, "anchor_x": "one"}, "objective.anchor_x"),
         ({"name": None}, "objective"),
     ],
 )

@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.settings import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from pipeline.settings import CONF_DIR, ConfigError
 
 
 def _run(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:

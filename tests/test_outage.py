@@ -27,9 +27,10 @@ from pipeline.core.data import make_dataset
 from pipeline.core.problems import shipped
 from pipeline.core.results import Report, TrainResult
 from pipeline.names import PARENT_ATTR, PARENT_TAG, STATE_TAG
-from pipeline.settings import DataConfig
+from pipeline.settings import load
 from pipeline.tracking.spool import Spool, TrialRecord, claimed, trial_record
 
+DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)
 JOURNAL = "mlruns/optuna.journal"
 SPOOL = "mlruns/spool"
 KILLED = "; its run closed as KILLED"
@@ -39,7 +40,7 @@ RETRY_NOISE = re.compile(r"Retrying \(|urllib3|Max retries|connectionpool|View r
 def fake_result(epochs: int = 500) -> TrainResult:
     """A trained network's result as the trainer returns it, without training."""
     steps = np.arange(50, epochs + 1, 50)
-    data = make_dataset(DataConfig(), shipped("log"), 1.0)
+    data = make_dataset(DATA, shipped("log"), 1.0)
     return TrainResult(
         history_epochs=steps,
         history_loss=1.0 / steps,
@@ -69,7 +70,7 @@ def record_for(client, number: int = 0, parent: str | None = None) -> TrialRecor
         state="COMPLETE",
         params={"n_layers": 1, "hidden": [4]},
         result=fake_result(),
-        data=make_dataset(DataConfig(), shipped("log"), 1.0),
+        data=make_dataset(DATA, shipped("log"), 1.0),
         start=time.time() - 3,
     )
 
@@ -94,7 +95,7 @@ def test_a_spooled_record_loads_without_tensorflow(tmp_path):
         state="PRUNED",
         reason="pruned at epoch 100 by the pruner",
         result=fake_result(),
-        data=make_dataset(DataConfig(), shipped("log"), 1.0),
+        data=make_dataset(DATA, shipped("log"), 1.0),
     )
     path = spool.write(record)
     assert spool.waiting() == [path] and not list(spool.directory.glob(".*"))  # no temp left

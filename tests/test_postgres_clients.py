@@ -112,12 +112,12 @@ def test_best_model_loads_from_the_registry_through_the_server(swept: Swept) -> 
 
     from pipeline.core.data import make_dataset
     from pipeline.core.problems import shipped
-    from pipeline.settings import DataConfig
+    from pipeline.settings import load
 
     study = pg.load_study(swept.storage, swept.name)
     mlflow.set_tracking_uri(swept.server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{swept.name}@best")
-    data = make_dataset(DataConfig(), shipped("log"), 1.0)
+    data = make_dataset(load("train").data, shipped("log"), 1.0)
     predicted = np.asarray(model.predict(data.x_val.reshape(-1, 1))).ravel()
     mse = float(np.mean((predicted - np.ravel(data.y_val)) ** 2))
     assert mse == pytest.approx(study.best_value, rel=1e-3)

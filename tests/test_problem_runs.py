@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ from pipeline.core.objectives import OBJECTIVES, get
 from pipeline.core.problems import shipped
 from pipeline.core.trainer import TrainSpec, train
 from pipeline.names import BASELINE_ATTR, ROLE_TAG, STATE_TAG, STUDY_TAG
-from pipeline.settings import DataConfig
+from pipeline.settings import load
 
+DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)
 ComposeFn = Callable[..., DictConfig]
 PROBLEMS = ("log", "sin", "exp", "runge")
 HIDDEN = (8, 8)
@@ -46,7 +48,7 @@ def _f_and_slope(weights: list[np.ndarray], x: np.ndarray) -> tuple[tf.Tensor, t
 
 @pytest.mark.parametrize("deriv_weight", [1.0, 0.05])
 def test_sobolev_loss_is_the_sum_of_its_two_terms(deriv_weight: float) -> None:
-    data = make_dataset(DataConfig(n_colloc=32), shipped("sin"), 0.0)
+    data = make_dataset(replace(DATA, n_colloc=32), shipped("sin"), 0.0)
     weights = seeded_weights(HIDDEN, seed=1)
     x, y, dy = data.collocation(0)
     w = get("sobolev").weights(anchor_weight=1.0, deriv_weight=deriv_weight)
@@ -71,7 +73,7 @@ def test_each_objective_trains_on_its_own_points_with_the_registry_weights(
     objective: str,
 ) -> None:
     """The first epoch's loss, recomputed by hand on the points the registry names."""
-    data = make_dataset(DataConfig(n_colloc=50), shipped("exp"), 0.0)
+    data = make_dataset(replace(DATA, n_colloc=50), shipped("exp"), 0.0)
     entry, weights = get(objective), seeded_weights(HIDDEN, seed=2)
     x, y, dy = (data.x_train, data.y_train, data.dy_train)
     if entry.points == "colloc":
@@ -85,8 +87,8 @@ def test_each_objective_trains_on_its_own_points_with_the_registry_weights(
 
 
 def test_resampled_collocation_trains_on_fresh_points_repeatably() -> None:
-    fixed = make_dataset(DataConfig(n_colloc=40), shipped("sin"), 0.0, seed=0)
-    fresh = make_dataset(DataConfig(n_colloc=40, resample=True), shipped("sin"), 0.0, seed=0)
+    fixed = make_dataset(replace(DATA, n_colloc=40), shipped("sin"), 0.0, seed=0)
+    fresh = make_dataset(replace(DATA, n_colloc=40, resample=True), shipped("sin"), 0.0, seed=0)
     spec = TrainSpec("tanh", "adam", 1e-2, epochs=300, objective="derivative", report_every=100)
     start = seeded_weights(HIDDEN, seed=0)
     runs = [train(spec, start, d) for d in (fixed, fresh, fresh)]

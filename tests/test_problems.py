@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,11 @@ from omegaconf import DictConfig
 
 from pipeline.core.data import make_dataset
 from pipeline.core.problems import Problem, derive, read_problem, shipped
-from pipeline.settings import ConfigError, DataConfig
+from pipeline.settings import CONF_DIR, ConfigError, load
 
+DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(
-    p.stem for p in (REPO_ROOT / "conf" / "problem").glob("*.yaml") if p.stem != "expr"
-)
+SHIPPED = sorted(p.stem for p in (CONF_DIR / "problem").glob("*.yaml") if p.stem != "expr")
 EXPRESSIONS = ["sin(3*x)*exp(-x)", "x**3 - 2*x", "log(1 + exp(20*x))/20", "atan(5*x) + sqrt(x + 3)"]
 ComposeFn = Callable[..., DictConfig]
 
@@ -111,7 +111,7 @@ BAD = [
 @pytest.mark.parametrize(("section", "key", "why"), BAD)
 def test_a_bad_expression_names_its_key_and_the_problem(section: dict, key: str, why: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        make_dataset(DataConfig(), read_problem(section), 1.0)
+        make_dataset(DATA, read_problem(section), 1.0)
     assert caught.value.key == key
     assert f"problem={section['name']}" in str(caught.value) and why in str(caught.value)
 
@@ -138,7 +138,7 @@ def test_an_expression_runs_no_python(tmp_path: Path, monkeypatch, f: str, capsy
 def test_not_finite_on_the_domain_names_the_key(
     f: str, domain: tuple[float, float], anchor: float, key: str, where: str
 ) -> None:
-    cfg = DataConfig(x_min=domain[0], x_max=domain[1])
+    cfg = replace(DATA, x_min=domain[0], x_max=domain[1])
     with pytest.raises(ConfigError) as caught:
         make_dataset(cfg, _expr(f), anchor)
     assert caught.value.key == key and where in str(caught.value)
@@ -186,7 +186,7 @@ def test_bad_expression_exits_2_with_one_line_and_writes_nothing(
 @pytest.mark.parametrize("name", SHIPPED)
 def test_dataset_holds_the_problems_targets_on_its_grids(compose_cfg: ComposeFn, name: str) -> None:
     x_min, x_max, anchor = _domain(compose_cfg, name)
-    cfg = DataConfig(x_min=x_min, x_max=x_max)
+    cfg = replace(DATA, x_min=x_min, x_max=x_max)
     data, problem = make_dataset(cfg, shipped(name), anchor), shipped(name)
     assert len(data.x_train) == cfg.n_train and len(data.x_colloc) == cfg.n_colloc
     for x, y, dy in [
@@ -204,20 +204,20 @@ def test_dataset_holds_the_problems_targets_on_its_grids(compose_cfg: ComposeFn,
 
 
 def test_the_post_data_points_are_unchanged() -> None:
-    data = make_dataset(DataConfig(), shipped("log"), 1.0)
+    data = make_dataset(DATA, shipped("log"), 1.0)
     np.testing.assert_allclose(data.x_train.ravel(), np.arange(0.1, 2.0, 0.1), rtol=1e-6)
     np.testing.assert_allclose(data.y_train, np.log(data.x_train), rtol=1e-6)
 
 
 def test_fixed_collocation_is_the_grid_every_chunk() -> None:
-    data = make_dataset(DataConfig(n_colloc=64), shipped("sin"), 0.0)
+    data = make_dataset(replace(DATA, n_colloc=64), shipped("sin"), 0.0)
     for chunk in (0, 1, 7):
         x, y, dy = data.collocation(chunk)
         assert x is data.x_colloc and y is data.y_colloc and dy is data.dy_colloc
 
 
 def test_resampled_collocation_changes_stays_in_the_domain_and_repeats_with_the_seed() -> None:
-    cfg = DataConfig(x_min=-1.0, x_max=1.0, n_colloc=64, resample=True)
+    cfg = replace(DATA, x_min=-1.0, x_max=1.0, n_colloc=64, resample=True)
     runge = shipped("runge")
     data, again = make_dataset(cfg, runge, 0.0, seed=3), make_dataset(cfg, runge, 0.0, seed=3)
     other_seed = make_dataset(cfg, runge, 0.0, seed=4)
@@ -238,7 +238,7 @@ def test_resampled_collocation_changes_stays_in_the_domain_and_repeats_with_the_
 
 def test_a_collocation_grid_on_the_validation_midpoints_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
-        make_dataset(DataConfig(n_colloc=201), shipped("log"), 1.0)
+        make_dataset(replace(DATA, n_colloc=201), shipped("log"), 1.0)
     assert caught.value.key == "data.n_colloc" and "202" in str(caught.value)
 
 

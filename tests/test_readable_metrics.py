@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.core.problems import shipped
 from pipeline.core.results import TrainResult
-from pipeline.settings import ObjectiveConfig
-from pipeline.sweeping.study import StudyConfig, make_storage, metric_name, open_study
+from pipeline.settings import load
+from pipeline.sweeping.study import make_storage, metric_name, open_study
 from pipeline.tracking.recording import final_metrics, run_params
 
 
@@ -39,7 +39,7 @@ def _result(val_value_mse: float, val_deriv_mse: float) -> TrainResult:
 
 @pytest.mark.parametrize(("objective", "own"), [("value", -4.0), ("derivative", -2.0)])
 def test_final_metrics_carry_the_log10_of_each_error(objective: str, own: float) -> None:
-    final = final_metrics(ObjectiveConfig(objective), _result(1e-4, 1e-2))
+    final = final_metrics(load("train", [f"objective={objective}"]).objective, _result(1e-4, 1e-2))
     assert final["log10_val_value_mse"] == pytest.approx(-4.0)
     assert final["log10_val_deriv_mse"] == pytest.approx(-2.0)
     assert final["log10_objective_value"] == pytest.approx(own)
@@ -48,7 +48,7 @@ def test_final_metrics_carry_the_log10_of_each_error(objective: str, own: float)
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan, 0.0])
 def test_a_non_finite_or_zero_error_gets_no_log10_metric(bad: float) -> None:
-    final = final_metrics(ObjectiveConfig("value"), _result(bad, 1e-3))
+    final = final_metrics(load("train").objective, _result(bad, 1e-3))
     assert "log10_val_value_mse" not in final and "log10_objective_value" not in final
     assert final["log10_val_deriv_mse"] == pytest.approx(-3.0)
     assert "val_value_mse" in final  # the plain metric still says what happened
@@ -74,7 +74,7 @@ def _open(storage, name: str, objective: str) -> optuna.Study:
 
 def test_studies_name_their_metric_when_created_and_when_resumed(tmp_path: Path) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = make_storage(StudyConfig(storage=str(tmp_path / "optuna.journal")))
+    storage = make_storage(load("sweep", [f"study.storage={tmp_path / 'optuna.journal'}"]).study)
     assert _open(storage, "log-derivative", "derivative").metric_names == ["val_deriv_mse"]
     # A study made before metric names were set (by an older version) gets one on resume.
     optuna.create_study(storage=storage, study_name="old", direction="minimize")

@@ -18,9 +18,10 @@ from sweeping import NARROW_SPACE, Stores, run_sweep_in
 
 from pipeline.core.data import make_dataset
 from pipeline.core.problems import shipped
-from pipeline.settings import DataConfig
+from pipeline.settings import load
 from pipeline.sweeping.study_run import register_best
 
+DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)
 NAME = "log-value"
 COMMON = ["objective=value", "train.epochs=300", "study.report_every=100", *NARROW_SPACE]
 STUCK = ["search.learning_rate.low=1e-7", "search.learning_rate.high=1e-7"]
@@ -42,7 +43,7 @@ def _load_best(stores: Stores):
 
 
 def _mse(model, study_value: float) -> None:
-    data = make_dataset(DataConfig(), shipped("log"), 1.0)
+    data = make_dataset(DATA, shipped("log"), 1.0)
     predicted = np.asarray(model.predict(data.x_val.reshape(-1, 1))).ravel()
     mse = float(np.mean((predicted - np.ravel(data.y_val)) ** 2))
     assert mse == pytest.approx(study_value, rel=1e-3)

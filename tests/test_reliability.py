@@ -98,17 +98,19 @@ def test_unreachable_server_fails_fast(tmp_path, override):
 
 
 def test_existing_study_of_other_objective_is_refused_untouched(tmp_path):
+    from dataclasses import replace
+
     import optuna
 
+    from pipeline.settings import load
     from pipeline.sweeping.study import (
-        StudyConfig,
         make_pruner,
         make_sampler,
         make_storage,
         open_study,
     )
 
-    cfg = StudyConfig(storage=str(tmp_path / JOURNAL))
+    cfg = replace(load("sweep").study, storage=str(tmp_path / JOURNAL))
     study, _ = open_study(make_storage(cfg), "same", "value", make_sampler(cfg), make_pruner(cfg))
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
     before = snapshot(tmp_path)

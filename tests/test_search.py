@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import FixedTrial
 
-from pipeline.settings import ACTIVATIONS, OPTIMIZERS, ConfigError
+from pipeline.settings import ACTIVATIONS, CONF_DIR, OPTIMIZERS, ConfigError, load
 from pipeline.sweeping.space import (
     BASELINE,
     FloatRange,
@@ -23,11 +23,14 @@ from pipeline.sweeping.space import (
     suggest,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
 
 def default_section() -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "search" / "default.yaml"))
+
+
+def default_space(**changes: Any) -> SearchSpace:
+    """The sweep's search space as shipped (conf/search/default.yaml), with `changes`."""
+    return replace(load("sweep").search, **changes)
 
 
 def test_default_yaml_reads_to_the_documented_space() -> None:
@@ -45,7 +48,7 @@ def test_suggest_gives_one_width_per_layer_from_units_l_i(n_layers: int) -> None
     widths = [5, 17, 33, 64][:n_layers]
     params = {"n_layers": n_layers, "activation": "tanh", "optimizer": "adam"}
     params |= {f"units_l{i}": w for i, w in enumerate(widths)} | {"learning_rate": 3e-3}
-    hp = suggest(FixedTrial(params), SearchSpace())
+    hp = suggest(FixedTrial(params), default_space())
     assert hp == Hyperparams(tuple(widths), "tanh", "adam", 3e-3)
     assert len(hp.hidden) == n_layers
 
@@ -54,18 +57,18 @@ def test_fixed_trial_missing_a_layer_width_fails() -> None:
     params = {"n_layers": 3, "units_l0": 8, "units_l1": 8, "activation": "tanh"}
     params |= {"optimizer": "sgd", "learning_rate": 0.01}
     with pytest.raises(ValueError, match="units_l2"):
-        suggest(FixedTrial(params), SearchSpace())
+        suggest(FixedTrial(params), default_space())
 
 
 def test_extra_widths_beyond_n_layers_are_not_asked_for() -> None:
     trial = FixedTrial(as_params(BASELINE) | {"units_l2": 50, "units_l3": 60})
-    assert suggest(trial, SearchSpace()).hidden == (10, 10)
+    assert suggest(trial, default_space()).hidden == (10, 10)
 
 
 def test_as_params_round_trips_through_suggest() -> None:
     hp = Hyperparams((7, 9, 11), "softplus", "adam", 2e-3)
-    assert suggest(FixedTrial(as_params(hp)), SearchSpace()) == hp
-    assert suggest(FixedTrial(as_params(BASELINE)), SearchSpace()) == BASELINE
+    assert suggest(FixedTrial(as_params(hp)), default_space()) == hp
+    assert suggest(FixedTrial(as_params(BASELINE)), default_space()) == BASELINE
 
 
 def test_sampled_trials_stay_inside_the_space_and_are_conditional() -> None:
@@ -91,10 +94,10 @@ def test_sampled_trials_stay_inside_the_space_and_are_conditional() -> None:
 
 
 def test_contains_rejects_the_baseline_outside_the_space() -> None:
-    assert not contains(SearchSpace(activation=("tanh",)), BASELINE)
-    assert not contains(SearchSpace(learning_rate=FloatRange(1e-4, 1e-2, log=True)), BASELINE)
-    assert not contains(SearchSpace(n_layers=IntRange(3, 4)), BASELINE)
-    assert not contains(SearchSpace(units=IntRange(16, 64)), BASELINE)
+    assert not contains(default_space(activation=("tanh",)), BASELINE)
+    assert not contains(default_space(learning_rate=FloatRange(1e-4, 1e-2, log=True)), BASELINE)
+    assert not contains(default_space(n_layers=IntRange(3, 4)), BASELINE)
+    assert not contains(default_space(units=IntRange(16, 64)), BASELINE)
 
 
 @pytest.mark.parametrize(

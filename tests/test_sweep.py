@@ -162,9 +162,9 @@ def test_best_trial_run_carries_a_loadable_keras_model(swept: Stores) -> None:
     # The logged model is the trained one: its validation error is the run's objective value.
     from pipeline.core.data import make_dataset
     from pipeline.core.problems import shipped
-    from pipeline.settings import DataConfig
+    from pipeline.settings import load
 
-    data = make_dataset(DataConfig(), shipped("log"), anchor_x=1.0)
+    data = make_dataset(load("train").data, shipped("log"), anchor_x=1.0)
     predicted = np.asarray(model(data.x_val)).ravel()
     mse = float(np.mean((predicted - np.ravel(data.y_val)) ** 2))
     assert mse == pytest.approx(study.best_value, rel=1e-3)

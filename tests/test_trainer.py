@@ -6,6 +6,7 @@ training inside a larger shared layout (the sweep's graph) that leaves results u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -77,9 +78,11 @@ def post_points() -> Dataset:
     trained the post's way (the figures measured below are on these points)."""
     from pipeline.core.data import make_dataset
     from pipeline.core.problems import shipped
-    from pipeline.settings import DataConfig
+    from pipeline.settings import load
 
-    return make_dataset(DataConfig(n_colloc=DataConfig().n_train), shipped("log"), anchor_x=1.0)
+    shipped_data = load("train").data  # the post's 19 points become the collocation grid
+    points = replace(shipped_data, n_colloc=shipped_data.n_train)
+    return make_dataset(points, shipped("log"), anchor_x=1.0)
 
 
 @pytest.fixture(scope="module")

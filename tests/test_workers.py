@@ -286,9 +286,12 @@ def test_storage_password_never_leaks(tmp_path, storage_db):
 @pytest.mark.postgres
 def test_workers_opening_a_fresh_database_together_all_get_the_storage(storage_db):
     # Workers started at once on an empty database race to create Optuna's schema.
-    from pipeline.sweeping.study import StudyConfig, make_storage
+    from dataclasses import replace
 
-    cfg = StudyConfig(storage=pg.url(storage_db))
+    from pipeline.settings import load
+    from pipeline.sweeping.study import make_storage
+
+    cfg = replace(load("sweep").study, storage=pg.url(storage_db))
     start = threading.Barrier(4)
     opened, errors = [], []
 

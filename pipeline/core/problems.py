@@ -12,14 +12,13 @@ import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.settings import ConfigError
+from pipeline.settings import CONF_DIR, ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "problem"
+PROBLEMS_DIR = CONF_DIR / "problem"
 EXPR = "expr"  # the problem whose f the user types (`problem.f`)
 CHECK_POINTS = 4097  # the dense grid on which f and f' must be finite
 TEXT_LIMIT = 40  # legend and label texts longer than this are cut
@@ -236,5 +235,5 @@ def shipped(name: str) -> Problem:
     """A problem shipped under conf/problem/ (for code and tests that compose no config)."""
     from omegaconf import OmegaConf
 
-    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{name}.yaml"), resolve=True)
+    raw = OmegaConf.to_container(OmegaConf.load(PROBLEMS_DIR / f"{name}.yaml"), resolve=True)
     return read_problem(raw["problem"])

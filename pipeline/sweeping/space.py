@@ -32,11 +32,11 @@ class FloatRange:
 class SearchSpace:
     """Bounds and choices every trial samples from."""
 
-    n_layers: IntRange = IntRange(1, 4)
-    units: IntRange = IntRange(4, 64, log=True)
-    activation: tuple[str, ...] = ("sigmoid", "tanh", "softplus")
-    optimizer: tuple[str, ...] = ("sgd", "adam")
-    learning_rate: FloatRange = FloatRange(1e-4, 1.0, log=True)
+    n_layers: IntRange
+    units: IntRange
+    activation: tuple[str, ...]
+    optimizer: tuple[str, ...]
+    learning_rate: FloatRange
 
 
 @dataclass(frozen=True)

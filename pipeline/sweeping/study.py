@@ -14,7 +14,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -40,20 +40,20 @@ MAX_RETRY = 3  # a trial whose worker died is retried this often (Optuna's heart
 class StudyConfig:
     """How the study is stored, sampled, pruned and how far it goes."""
 
-    name: str = "log-{objective}"
-    n_trials: int = 30
-    storage: str = "mlruns/optuna.journal"
-    sampler: str = "tpe"
-    sampler_options: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"
-    pruner_options: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = 0
-    n_workers: int = 1
-    population: int = 4
-    report_every: int = 500
-    max_failures: int = 5
-    heartbeat_interval: int = 10
-    grace_period: int = 30
+    name: str
+    n_trials: int
+    storage: str
+    sampler: str
+    sampler_options: dict[str, Any]
+    pruner: str
+    pruner_options: dict[str, Any]
+    seed: int | None
+    n_workers: int
+    population: int
+    report_every: int
+    max_failures: int
+    heartbeat_interval: int
+    grace_period: int
 
     @property
     def is_rdb(self) -> bool:
