@@ -173,10 +173,18 @@ class BackgroundRecorder:
         return failed
 
     def abandon(self) -> None:
-        """Stop at once: what was not sent stays in the spool for the next start to send."""
+        """Stop at once: what was not sent stays in the spool for the next start to send.
+
+        The process is killed once the record it is sending (if any) is in, or after 5 s: a
+        pool shut down without waiting can leave its process blocked on its queue, and the
+        interpreter's exit handler would then wait for it forever. Sends are idempotent.
+        """
         self._link.stop.set()
+        processes = pool_processes(self._pool)  # shutdown forgets them
         self._pool.shutdown(wait=False, cancel_futures=True)
         wait([f for f, _ in self._pending], timeout=5)  # the record being sent, if any
+        for process in processes:
+            process.kill()
 
     def close(self) -> None:
         """Drain, then stop the process. Interrupted meanwhile, it stops the process at once: a
@@ -185,8 +193,9 @@ class BackgroundRecorder:
             self.drain()
             self._pool.shutdown()
         except BaseException:
+            processes = pool_processes(self._pool)  # shutdown forgets them
             self._pool.shutdown(wait=False, cancel_futures=True)
-            for process in pool_processes(self._pool):
+            for process in processes:
                 process.kill()
             raise
 
