@@ -189,5 +189,5 @@ def test_unknown_sampler_or_pruner_names_the_key(key: str, value: dict) -> None:
         "grace_period": 30,
     } | {key: value}
     with pytest.raises(ConfigError) as caught:
-        read_study(raw)
+        read_study(raw, "log")
     assert caught.value.key == f"study.{key}.name"

@@ -94,7 +94,7 @@ def _storage(value: Any) -> str:
     return value
 
 
-def read_study(section: Mapping[str, Any], problem: str = "log") -> StudyConfig:
+def read_study(section: Mapping[str, Any], problem: str) -> StudyConfig:
     """Checked study settings (raises ConfigError naming the key); `{problem}` in the name
     becomes `problem` (the problem's study key: `log`, or `expr-<hash>` per expression)."""
     name = section.get("name")

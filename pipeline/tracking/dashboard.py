@@ -20,7 +20,6 @@ from pipeline.settings import redact
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
-DEFAULT_STORAGE = "mlruns/optuna.journal"  # the sweep's default study storage
 DEFAULT_PORT = 8080
 INSTALL = "pip install -e '.[dashboard]'"
 
