@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pg
 import pytest
+import servers
+import sweeps
 from optuna.trial import TrialState
 from sweeping import NARROW_SPACE, RUN_PLOTS, artifact_paths
 
@@ -174,7 +176,7 @@ def test_unreachable_means_no_answer_not_a_bad_request(tmp_path, monkeypatch):
     from pipeline.tracking.outage import unreachable
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    down = MlflowClient(f"http://127.0.0.1:{pg.free_port()}")
+    down = MlflowClient(f"http://127.0.0.1:{servers.free_port()}")
     with pytest.raises(Exception) as away:
         down.get_experiment_by_name("pipeline")
     assert unreachable(away.value)
@@ -187,12 +189,12 @@ def test_the_recorder_keeps_records_while_mlflow_is_away(tmp_path):
     from pipeline.tracking.outage import TrackingOutage
     from pipeline.tracking.recorder import BackgroundRecorder
 
-    uri = f"http://127.0.0.1:{pg.free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{servers.free_port()}"  # nothing listens there
     spool = Spool(tmp_path / "spool", uri)
     record = record_for(sqlite_client(tmp_path))
     with pytest.raises(TrackingOutage) as stopped, BackgroundRecorder(spool) as recorder:
         recorder.submit(record)
-        pg.wait_until(recorder.outage, 60, "the recorder to notice MLflow is away")
+        servers.wait_until(recorder.outage, 60, "the recorder to notice MLflow is away")
         assert recorder.waiting() == 1
         recorder.drain(patience=0.5)
     assert spool.count() == 1  # abandoned, not lost
@@ -243,15 +245,15 @@ def test_a_trial_no_worker_took_up_is_failed_retried_and_recorded(monkeypatch):
 # --- real servers: killed, restarted, never back ----------------------------------------------
 
 
-def start_server(db: str, tmp_path: Path, port: int | None = None) -> pg.MlflowServer:
-    server = pg.MlflowServer(db, tmp_path / "artifacts", port=port)
+def start_server(db: str, tmp_path: Path, port: int | None = None) -> servers.MlflowServer:
+    server = servers.MlflowServer(db, tmp_path / "artifacts", port=port)
     server.wait_healthy()
     return server
 
 
 def finished(cwd: Path) -> int:
     try:
-        study = pg.load_study(JOURNAL, "log-value", cwd)
+        study = sweeps.load_study(JOURNAL, "log-value", cwd)
     except (KeyError, FileNotFoundError, OSError):
         return 0
     return len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -261,9 +263,9 @@ def spooled(cwd: Path) -> int:
     return len(list((cwd / SPOOL).glob("*.rec")))
 
 
-def sweep_args(server: pg.MlflowServer, n_trials: int, outage_timeout: float) -> list[str]:
+def sweep_args(server: servers.MlflowServer, n_trials: int, outage_timeout: float) -> list[str]:
     return [
-        *pg.SMALL,
+        *sweeps.SMALL,
         *NARROW_SPACE,
         "train.epochs=100000",  # about a second a trial: trials go on while MLflow is away
         "study.report_every=10000",
@@ -293,8 +295,8 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> subprocess.Comple
 
 def assert_complete_runs(cwd: Path, uri: str, n_trials: int):
     """Every finished trial: exactly one FINISHED run with its history, plots and tags."""
-    study, runs = pg.assert_books(JOURNAL, uri, "log-value", n_trials, cwd=cwd)
-    client = pg.tracking_client(uri)
+    study, runs = sweeps.assert_books(JOURNAL, uri, "log-value", n_trials, cwd=cwd)
+    client = sweeps.tracking_client(uri)
     for run in runs:
         if run.data.tags[STATE_TAG] == "FAIL":
             continue
@@ -323,12 +325,12 @@ def mlflow_db():
 @pytest.mark.postgres
 def test_a_server_killed_and_back_20_s_later_costs_no_trial(tmp_path, mlflow_db):
     server = start_server(mlflow_db, tmp_path)
-    sweep = pg.start_sweep(tmp_path, *sweep_args(server, n_trials=12, outage_timeout=240))
+    sweep = sweeps.start_sweep(tmp_path, *sweep_args(server, n_trials=12, outage_timeout=240))
     try:
-        pg.wait_until(lambda: alive(sweep) and finished(tmp_path) >= 3, 300, "3 trials")
+        servers.wait_until(lambda: alive(sweep) and finished(tmp_path) >= 3, 300, "3 trials")
         server.kill()
         killed = time.time()
-        pg.wait_until(lambda: alive(sweep) and spooled(tmp_path) >= 2, 120, "records spooled")
+        servers.wait_until(lambda: alive(sweep) and spooled(tmp_path) >= 2, 120, "records spooled")
         time.sleep(max(0.0, killed + 20 - time.time()))  # the outage's length is the scenario
         server = start_server(mlflow_db, tmp_path, port=server.port)
         back = time.time()
@@ -354,9 +356,9 @@ def test_a_server_down_for_good_stops_the_sweep_cleanly_and_the_rerun_sends_the_
 ):
     server = start_server(mlflow_db, tmp_path)
     args = sweep_args(server, n_trials=6, outage_timeout=15)
-    sweep = pg.start_sweep(tmp_path, *args)
+    sweep = sweeps.start_sweep(tmp_path, *args)
     try:
-        pg.wait_until(lambda: alive(sweep) and finished(tmp_path) >= 2, 300, "2 trials")
+        servers.wait_until(lambda: alive(sweep) and finished(tmp_path) >= 2, 300, "2 trials")
         server.kill()
         killed = time.monotonic()
         result = finish(sweep, timeout=300)
@@ -376,7 +378,7 @@ def test_a_server_down_for_good_stops_the_sweep_cleanly_and_the_rerun_sends_the_
 
     server = start_server(mlflow_db, tmp_path, port=server.port)
     try:
-        again = pg.run_sweep(tmp_path, *args)
+        again = sweeps.run_sweep(tmp_path, *args)
         assert again.returncode == 0, again.stderr[-3000:]
         assert_quiet(again)
         assert f"sent {waiting} finished trials' records" in again.stdout
@@ -390,11 +392,11 @@ def test_a_server_down_for_good_stops_the_sweep_cleanly_and_the_rerun_sends_the_
 def test_a_sweep_killed_with_records_spooled_leaves_them_for_the_rerun(tmp_path, mlflow_db):
     server = start_server(mlflow_db, tmp_path)
     args = sweep_args(server, n_trials=6, outage_timeout=240)
-    sweep = pg.start_sweep(tmp_path, *args)
+    sweep = sweeps.start_sweep(tmp_path, *args)
     try:
-        pg.wait_until(lambda: alive(sweep) and finished(tmp_path) >= 2, 300, "2 trials")
+        servers.wait_until(lambda: alive(sweep) and finished(tmp_path) >= 2, 300, "2 trials")
         server.kill()
-        pg.wait_until(lambda: alive(sweep) and spooled(tmp_path) >= 2, 120, "records spooled")
+        servers.wait_until(lambda: alive(sweep) and spooled(tmp_path) >= 2, 120, "records spooled")
         os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and its recording process
         sweep.communicate()
     finally:
@@ -404,8 +406,8 @@ def test_a_sweep_killed_with_records_spooled_leaves_them_for_the_rerun(tmp_path,
     assert waiting >= 2
     server = start_server(mlflow_db, tmp_path, port=server.port)
     try:
-        before = {r.info.run_id for r in pg.tracking_client(server.uri).search_runs(["1"])}
-        again = pg.run_sweep(tmp_path, *args)
+        before = {r.info.run_id for r in sweeps.tracking_client(server.uri).search_runs(["1"])}
+        again = sweeps.run_sweep(tmp_path, *args)
         assert again.returncode == 0, again.stderr[-3000:]
         assert_quiet(again)
         assert f"sent {waiting} finished trials' records" in again.stdout
@@ -423,21 +425,21 @@ def test_postgres_dropping_the_studys_connections_mid_sweep_costs_nothing(tmp_pa
     """
     with pg.database() as storage_db:
         storage = pg.url(storage_db)
-        args = [*pg.SMALL, *NARROW_SPACE, "train.epochs=3000", "study.report_every=500"]
+        args = [*sweeps.SMALL, *NARROW_SPACE, "train.epochs=3000", "study.report_every=500"]
         args += ["study.n_trials=10", f"study.storage={storage}", "study.name=restarted"]
-        sweep = pg.start_sweep(tmp_path, *args)
+        sweep = sweeps.start_sweep(tmp_path, *args)
         try:
             for done in (2, 5):
 
                 def reached(done=done) -> bool:
                     alive(sweep)
                     try:
-                        study = pg.load_study(storage, "restarted")
+                        study = sweeps.load_study(storage, "restarted")
                     except KeyError:
                         return False
                     return len(study.get_trials(states=(TrialState.COMPLETE,))) >= done
 
-                pg.wait_until(reached, 300, f"{done} trials")
+                servers.wait_until(reached, 300, f"{done} trials")
                 pg.execute(
                     "postgres",
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -450,6 +452,6 @@ def test_postgres_dropping_the_studys_connections_mid_sweep_costs_nothing(tmp_pa
         assert result.returncode == 0, result.stderr[-3000:]
         assert "Traceback" not in result.stderr
         tracking = "sqlite:///mlruns/mlflow.db"
-        study, _ = pg.assert_books(storage, tracking, "restarted", 10, cwd=tmp_path)
+        study, _ = sweeps.assert_books(storage, tracking, "restarted", 10, cwd=tmp_path)
         assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 10
         assert spooled(tmp_path) == 0

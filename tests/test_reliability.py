@@ -14,8 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pg
 import pytest
+import servers
+import sweeps
 
 from pipeline.names import PARENT_ATTR, PARENT_TAG, REASON, ROLE_TAG, STATE_TAG, TRIAL_TAG
 
@@ -32,7 +33,7 @@ def snapshot(directory: Path) -> dict[str, tuple[int, bytes]]:
 
 
 def closed_port() -> int:
-    port = pg.free_port()
+    port = servers.free_port()
     with socket.socket() as s:  # nothing listens there once the probe socket is closed
         assert s.connect_ex(("127.0.0.1", port)) != 0
     return port
@@ -68,13 +69,13 @@ def assert_one_error_line(result: subprocess.CompletedProcess, key: str) -> None
 
 @pytest.mark.parametrize(("overrides", "key"), BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, overrides, key):
-    result = pg.run_sweep(tmp_path, "objective=value", *overrides, timeout=60)
+    result = sweeps.run_sweep(tmp_path, "objective=value", *overrides, timeout=60)
     assert_one_error_line(result, key)
     assert not list(tmp_path.iterdir()), "nothing may be created"
 
 
 def test_unknown_objective_is_hydras_error_without_traceback(tmp_path):
-    result = pg.run_sweep(tmp_path, "objective=unknown", timeout=60)
+    result = sweeps.run_sweep(tmp_path, "objective=unknown", timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "objective" in result.stderr and "unknown" in result.stderr
@@ -91,7 +92,7 @@ def test_unknown_objective_is_hydras_error_without_traceback(tmp_path):
 )
 def test_unreachable_server_fails_fast(tmp_path, override):
     start = time.monotonic()
-    result = pg.run_sweep(tmp_path, "objective=value", override, timeout=60)
+    result = sweeps.run_sweep(tmp_path, "objective=value", override, timeout=60)
     assert time.monotonic() - start < 15
     assert_one_error_line(result, override.partition("=")[0])
     assert not (tmp_path / "mlruns").exists()
@@ -114,11 +115,11 @@ def test_existing_study_of_other_objective_is_refused_untouched(tmp_path):
     study, _ = open_study(make_storage(cfg), "same", "value", make_sampler(cfg), make_pruner(cfg))
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
     before = snapshot(tmp_path)
-    result = pg.run_sweep(tmp_path, "objective=derivative", "study.name=same", timeout=60)
+    result = sweeps.run_sweep(tmp_path, "objective=derivative", "study.name=same", timeout=60)
     assert_one_error_line(result, "study.name")
     assert "objective=value" in result.stderr
     assert snapshot(tmp_path) == before
-    assert len(pg.load_study(JOURNAL, "same", tmp_path).trials) == 1
+    assert len(sweeps.load_study(JOURNAL, "same", tmp_path).trials) == 1
 
 
 # --- 5: interrupts ------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def mid_training(process: subprocess.Popen, tmp_path: Path):
     """The RUNNING trial once it reported progress (so it is inside training)."""
     if process.poll() is not None:
         raise AssertionError(f"the sweep ended early: {process.communicate()[1][-3000:]}")
-    trial = pg.running_trial(JOURNAL, "log-value", tmp_path)
+    trial = sweeps.running_trial(JOURNAL, "log-value", tmp_path)
     return trial if trial is not None and trial.intermediate_values else None
 
 
@@ -145,9 +146,9 @@ def interrupt_when_running(
     tmp_path: Path, sig: int, overrides: list[str], pid_of_worker: bool = True
 ) -> tuple[subprocess.CompletedProcess, int]:
     """Start the sweep, wait for a trial RUNNING (polling storage), send `sig` to the sweep."""
-    process = pg.start_sweep(tmp_path, *overrides)
+    process = sweeps.start_sweep(tmp_path, *overrides)
     try:
-        trial = pg.wait_until(
+        trial = servers.wait_until(
             lambda: mid_training(process, tmp_path),
             timeout=180,
             what="a RUNNING trial",
@@ -167,19 +168,19 @@ def assert_interrupted_then_resumes(tmp_path, result, number, code, overrides, n
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     assert "rerun the same command to resume" in result.stderr
-    study = pg.load_study(JOURNAL, "log-value", tmp_path)
+    study = sweeps.load_study(JOURNAL, "log-value", tmp_path)
     trial = study.trials[number]
     assert trial.state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    client = pg.tracking_client(TRACKING, tmp_path)
-    run = pg.trial_run(client, study, number)
+    client = sweeps.tracking_client(TRACKING, tmp_path)
+    run = sweeps.trial_run(client, study, number)
     assert run.info.status == "KILLED"
     assert run.data.tags[STATE_TAG] == "FAIL"
     parent = client.get_run(study.user_attrs[PARENT_ATTR])
     assert parent.info.status == "KILLED"
-    again = pg.run_sweep(tmp_path, *overrides)
+    again = sweeps.run_sweep(tmp_path, *overrides)
     assert again.returncode == 0, again.stderr
-    pg.assert_books(JOURNAL, TRACKING, "log-value", 2, n_workers, tmp_path)
+    sweeps.assert_books(JOURNAL, TRACKING, "log-value", 2, n_workers, tmp_path)
 
 
 @pytest.mark.slow
@@ -203,9 +204,9 @@ def test_sigterm_to_parent_of_two_workers(tmp_path):
 def test_diverging_trials_are_pruned_naming_the_epoch(tmp_path):
     from optuna.trial import TrialState
 
-    result = pg.run_sweep(
+    result = sweeps.run_sweep(
         tmp_path,
-        *pg.SMALL,
+        *sweeps.SMALL,
         "study.n_trials=2",
         "search.learning_rate.low=50",
         "search.learning_rate.high=100",
@@ -213,7 +214,7 @@ def test_diverging_trials_are_pruned_naming_the_epoch(tmp_path):
         "search.activation=[tanh]",
     )
     assert result.returncode == 0, result.stderr
-    study, runs = pg.assert_books(JOURNAL, TRACKING, "log-value", 2, cwd=tmp_path)
+    study, runs = sweeps.assert_books(JOURNAL, TRACKING, "log-value", 2, cwd=tmp_path)
     for t in study.trials:
         assert t.state == TrialState.PRUNED
         assert re.search(r"diverged: non-finite loss at epoch \d+", t.user_attrs[REASON])
@@ -249,30 +250,30 @@ def test_failing_trials_are_recorded_and_too_many_stop_the_sweep(tmp_path, monke
     monkeypatch.setattr(Population, "step", flaky)
     one_at_a_time = "study.population=1"  # a failing graph call fails each trial it trains
     settings = sweep_settings(
-        tmp_path, *pg.SMALL, "study.n_trials=2", "study.max_failures=2", one_at_a_time
+        tmp_path, *sweeps.SMALL, "study.n_trials=2", "study.max_failures=2", one_at_a_time
     )
     assert runner.run_sweep(settings) == 0
-    study = pg.load_study(str(tmp_path / JOURNAL), "log-value")
+    study = sweeps.load_study(str(tmp_path / JOURNAL), "log-value")
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1 and "boom in trial" in failed[0].user_attrs[REASON]
-    client = pg.tracking_client(settings.tracking.uri)
-    run = pg.trial_run(client, study, failed[0].number)
+    client = sweeps.tracking_client(settings.tracking.uri)
+    run = sweeps.trial_run(client, study, failed[0].number)
     assert run.info.status == "FAILED"
     assert "RuntimeError: boom in trial" in run.data.tags[REASON]
-    pg.assert_books(str(tmp_path / JOURNAL), settings.tracking.uri, "log-value", 2)
+    sweeps.assert_books(str(tmp_path / JOURNAL), settings.tracking.uri, "log-value", 2)
 
     def broken(self):
         raise RuntimeError("always broken")
 
     monkeypatch.setattr(Population, "step", broken)
     settings = sweep_settings(
-        tmp_path, *pg.SMALL, "study.n_trials=4", "study.max_failures=2", one_at_a_time
+        tmp_path, *sweeps.SMALL, "study.n_trials=4", "study.max_failures=2", one_at_a_time
     )
     capsys.readouterr()
     assert runner.run_sweep(settings) == 1
     err = capsys.readouterr().err
     assert "2 trials failed in a row" in err and "always broken" in err
-    study = pg.load_study(str(tmp_path / JOURNAL), "log-value")
+    study = sweeps.load_study(str(tmp_path / JOURNAL), "log-value")
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert len(study.get_trials(states=(TrialState.FAIL,))) == 3
 
@@ -282,18 +283,18 @@ def test_failing_trials_are_recorded_and_too_many_stop_the_sweep(tmp_path, monke
 
 @pytest.mark.slow
 def test_check_reports_consistent_then_orphans_and_sweep_start_repairs(tmp_path):
-    overrides = [*pg.SMALL, "study.n_trials=2"]
-    assert pg.run_sweep(tmp_path, *overrides).returncode == 0
-    check = pg.run_sweep(tmp_path, *overrides, "check=true")
+    overrides = [*sweeps.SMALL, "study.n_trials=2"]
+    assert sweeps.run_sweep(tmp_path, *overrides).returncode == 0
+    check = sweeps.run_sweep(tmp_path, *overrides, "check=true")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "log-value: consistent" in check.stdout
 
-    study = pg.load_study(JOURNAL, "log-value", tmp_path)
-    client = pg.tracking_client(TRACKING, tmp_path)
-    first, second = (pg.trial_run(client, study, n).info.run_id for n in (0, 1))
+    study = sweeps.load_study(JOURNAL, "log-value", tmp_path)
+    client = sweeps.tracking_client(TRACKING, tmp_path)
+    first, second = (sweeps.trial_run(client, study, n).info.run_id for n in (0, 1))
     client.delete_run(first)
     client.update_run(second, status="RUNNING")
-    check = pg.run_sweep(tmp_path, *overrides, "check=true")
+    check = sweeps.run_sweep(tmp_path, *overrides, "check=true")
     assert check.returncode == 1
     assert "INCONSISTENT" in check.stdout
     assert "trials without run: [0]" in check.stdout
@@ -316,20 +317,20 @@ def test_check_reports_consistent_then_orphans_and_sweep_start_repairs(tmp_path)
     ).info.run_id
     trial.set_user_attr("worker", f"{socket.gethostname()}:{gone.pid}")
     assert not _alive(gone.pid)
-    check = pg.run_sweep(tmp_path, *overrides, "check=true")
+    check = sweeps.run_sweep(tmp_path, *overrides, "check=true")
     assert check.returncode == 1 and "stale running trials" in check.stdout
 
-    again = pg.run_sweep(tmp_path, *overrides)
+    again = sweeps.run_sweep(tmp_path, *overrides)
     assert again.returncode == 0, again.stderr
     assert f"trial {trial.number}: worker" in again.stdout + again.stderr
     assert "closed as KILLED" in again.stdout + again.stderr
     assert client.get_run(run_id).info.status == "KILLED"
     from optuna.trial import TrialState
 
-    study = pg.load_study(JOURNAL, "log-value", tmp_path)
+    study = sweeps.load_study(JOURNAL, "log-value", tmp_path)
     assert study.trials[trial.number].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    check = pg.run_sweep(tmp_path, *overrides, "check=true")
+    check = sweeps.run_sweep(tmp_path, *overrides, "check=true")
     assert check.returncode == 0, check.stdout
 
 
