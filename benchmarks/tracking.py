@@ -43,104 +43,124 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
-    args = parse_args()
-    from pipeline import entry
+class Bench:
+    """The benchmark's store, data and trial configurations: a study run in a fresh SQLite store."""
 
-    entry.import_tensorflow_quietly()
-    from pipeline.core.data import make_dataset
-    from pipeline.core.model import seeded_weights
-    from pipeline.core.problems import shipped
-    from pipeline.core.trainer import TrainSpec, train
-    from pipeline.settings import load
-    from pipeline.sweeping.space import Hyperparams, layout_for
-    from pipeline.tracking import store
-    from pipeline.tracking.recorder import BackgroundRecorder
-    from pipeline.tracking.recording import record_training, run_params
-    from pipeline.tracking.spool import Spool, trial_record
+    def __init__(self, args: argparse.Namespace) -> None:
+        from pipeline.core.data import make_dataset
+        from pipeline.core.problems import shipped
+        from pipeline.settings import load
+        from pipeline.tracking import store
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
-    uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
-    shipped_run = load("train", [f"tracking.uri={uri}", "tracking.experiment=bench"])
-    data = make_dataset(shipped_run.data, shipped("log"), 1.0)
-    client, experiment_id = store.connect(shipped_run.tracking)
-    parent = store.start_run(client, experiment_id, "bench", {ROLE_TAG: "study"})
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+        uri = f"sqlite:///{self.workdir / 'mlruns' / 'mlflow.db'}"
+        self.shipped_run = load("train", [f"tracking.uri={uri}", "tracking.experiment=bench"])
+        self.data = make_dataset(self.shipped_run.data, shipped("log"), 1.0)
+        self.client, self.experiment_id = store.connect(self.shipped_run.tracking)
+        self.parent = store.start_run(self.client, self.experiment_id, "bench", {ROLE_TAG: "study"})
+        self.space = load("sweep").search
 
-    def spec(activation: str, optimizer: str, lr: float) -> TrainSpec:
+    def spec(self, activation: str, optimizer: str, lr: float):
+        from pipeline.core.trainer import TrainSpec
+
+        args = self.args
         return TrainSpec(activation, optimizer, lr, args.epochs, report_every=args.report_every)
 
-    space = load("sweep").search
+    def train_one(self, config):
+        from pipeline.core.model import seeded_weights
+        from pipeline.core.trainer import train
+        from pipeline.sweeping.space import Hyperparams, layout_for
 
-    def train_one(config):
         hidden, activation, optimizer, lr = config
         weights = seeded_weights(hidden, seed=0)
-        layout = layout_for(space, Hyperparams(hidden, activation, optimizer, lr))
-        return train(spec(activation, optimizer, lr), weights, data, layout=layout)
+        layout = layout_for(self.space, Hyperparams(hidden, activation, optimizer, lr))
+        return train(self.spec(activation, optimizer, lr), weights, self.data, layout=layout)
 
-    def start(index: int) -> str:
+    def start(self, index: int) -> str:
+        from pipeline.tracking import store
+
         return store.start_run(
-            client,
-            experiment_id,
+            self.client,
+            self.experiment_id,
             f"trial-{index}",
             {ROLE_TAG: "trial", STATE_TAG: "RUNNING"},
-            parent_run_id=parent,
+            parent_run_id=self.parent,
         )
 
-    def params(config) -> dict:
+    def params(self, config) -> dict:
+        from pipeline.tracking.recording import run_params
+
         hidden, activation, optimizer, lr = config
-        return run_params(hidden, activation, optimizer, lr, args.epochs, 0, "value", data.problem)
+        epochs, problem = self.args.epochs, self.data.problem
+        return run_params(hidden, activation, optimizer, lr, epochs, 0, "value", problem)
 
-    tags = {STATE_TAG: "COMPLETE"}
+    def record(self, run_id: str, config, result) -> None:
+        from pipeline.tracking import store
+        from pipeline.tracking.recording import record_training
 
-    def record(run_id: str, config, result) -> None:
-        record_training(
-            client, run_id, result, data, params(config), shipped_run.objective, run_id[:8], tags
-        )
-        store.end_run(client, run_id)
+        tags = {STATE_TAG: "COMPLETE"}
+        objective = self.shipped_run.objective
+        params = self.params(config)
+        record_training(self.client, run_id, result, self.data, params, objective, run_id[:8], tags)
+        store.end_run(self.client, run_id)
 
-    sequence = CONFIGS * args.repeats
-    print(
-        f"{len(sequence)} trials per path, {args.epochs} epochs, report_every {args.report_every}"
-    )
+
+def warm_up(bench: Bench) -> None:
+    """Compile every graph first: compilation is not tracking."""
     started = time.perf_counter()
-    for config in CONFIGS:  # compile every graph first: compilation is not tracking
-        train_one(config)
+    for config in CONFIGS:
+        bench.train_one(config)
     print(f"warm-up (XLA compile of {len(CONFIGS)} graphs): {time.perf_counter() - started:.1f} s")
 
-    train_only, record_only = [], []
+
+def time_train_only(bench: Bench, sequence: list) -> list[float]:
+    train_only = []
     for config in sequence:
         t0 = time.perf_counter()
-        train_one(config)
+        bench.train_one(config)
         train_only.append(time.perf_counter() - t0)
+    return train_only
 
-    synchronous = []
+
+def time_synchronous(bench: Bench, sequence: list) -> tuple[list[float], list[float]]:
+    """Per trial: (start run, train, record and close) and the recording alone."""
+    synchronous, record_only = [], []
     for index, config in enumerate(sequence):
         t0 = time.perf_counter()
-        run_id = start(index)
-        result = train_one(config)
+        run_id = bench.start(index)
+        result = bench.train_one(config)
         t1 = time.perf_counter()
-        record(run_id, config, result)
+        bench.record(run_id, config, result)
         t2 = time.perf_counter()
         synchronous.append(t2 - t0)
         record_only.append(t2 - t1)
+    return synchronous, record_only
 
-    recorder = BackgroundRecorder(Spool(workdir / "mlruns" / "spool", client.tracking_uri))
+
+def time_background(bench: Bench, sequence: list) -> float:
+    """The whole sequence with each record handed to the recording process, drain included."""
+    from pipeline.tracking.recorder import BackgroundRecorder
+    from pipeline.tracking.spool import Spool, trial_record
+
+    spool = Spool(bench.workdir / "mlruns" / "spool", bench.client.tracking_uri)
+    recorder = BackgroundRecorder(spool)
     # The sweep starts the process with its first trial; a one-off, so not timed here.
-    recorder.warm_up(data, args.epochs).result()
+    recorder.warm_up(bench.data, bench.args.epochs).result()
     t0 = time.perf_counter()
     for index, config in enumerate(sequence):
         start = time.time()
-        result = train_one(config)
+        result = bench.train_one(config)
         record = trial_record(
-            experiment_id=experiment_id,
-            parent_run_id=parent,
+            experiment_id=bench.experiment_id,
+            parent_run_id=bench.parent,
             study_name="bench",
             number=1000 + index,
             objective="value",
             state="COMPLETE",
-            params=params(config),
+            params=bench.params(config),
             result=result,
-            data=data,
+            data=bench.data,
             start=start,
         )
         recorder.submit(record)
@@ -149,11 +169,13 @@ def main() -> None:
     background_total = time.perf_counter() - t0
     if failed:
         raise SystemExit(f"{failed} background recordings failed")
-    store.end_run(client, parent)
+    return background_total
 
+
+def report(train_only, synchronous, record_only, background_total: float, n: int) -> None:
     base = statistics.mean(train_only)
     sync = statistics.mean(synchronous)
-    background = background_total / len(sequence)
+    background = background_total / n
     print(
         f"train only:               {base:.3f} s/trial (median {statistics.median(train_only):.3f})"
     )
@@ -169,7 +191,27 @@ def main() -> None:
     for name, value in (("synchronous", sync), ("background", background)):
         verdict = "meets" if (value - base) / base <= TARGET else "misses"
         print(f"target <= {TARGET:.0%} overhead: {name} {verdict} it")
-    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    args = parse_args()
+    from pipeline import entry
+
+    entry.import_tensorflow_quietly()
+    from pipeline.tracking import store
+
+    bench = Bench(args)
+    sequence = CONFIGS * args.repeats
+    print(
+        f"{len(sequence)} trials per path, {args.epochs} epochs, report_every {args.report_every}"
+    )
+    warm_up(bench)
+    train_only = time_train_only(bench, sequence)
+    synchronous, record_only = time_synchronous(bench, sequence)
+    background_total = time_background(bench, sequence)
+    store.end_run(bench.client, bench.parent)
+    report(train_only, synchronous, record_only, background_total, len(sequence))
+    shutil.rmtree(bench.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -42,19 +42,25 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    data, start = setup(args)
+    ours = time_ours(args, data, start)
+    fit_us = time_model_fit(args, data)
+    crowd = time_population(args, data, start)
+    report(args, fit_us, ours, crowd)
+
+
+def setup(args: argparse.Namespace) -> tuple:
+    """TensorFlow with `--threads` threads, the post's data and its network's initial weights."""
     from pipeline.entry import import_tensorflow_quietly
 
     import_tensorflow_quietly(threads=args.threads)  # pools are sized before the first op
     with _quiet_stderr():  # Keras' own start-up chatter
         import keras
-        import numpy as np
         import tensorflow as tf
 
     from pipeline.core.data import make_dataset
-    from pipeline.core.layout import Layout
     from pipeline.core.model import build_model, initial_weights
     from pipeline.core.problems import shipped
-    from pipeline.core.trainer import Population, TrainSpec, train
     from pipeline.settings import load
 
     # The post's way for both objectives: its 19 points are also the derivative's collocation grid.
@@ -70,6 +76,12 @@ def main() -> None:
         f"post's config: [10, 10] sigmoid, SGD lr 0.1, {len(data.x_train)} points, full batch; "
         f"ours: {args.epochs} epochs in chunks of {args.report_every}"
     )
+    return data, start
+
+
+def time_ours(args: argparse.Namespace, data, start) -> dict[str, float]:
+    """Microseconds per epoch of one network per call, per objective (best of `--repeats`)."""
+    from pipeline.core.trainer import TrainSpec, train
 
     ours: dict[str, float] = {}
     for objective in ("value", "derivative"):
@@ -92,6 +104,15 @@ def main() -> None:
             f"(final loss {first.final_loss:.3e}, val_value_mse {first.val_value_mse:.3e}, "
             f"val_deriv_mse {first.val_deriv_mse:.3e})"
         )
+    return ours
+
+
+def time_model_fit(args: argparse.Namespace, data) -> float:
+    """Microseconds per epoch of Keras `model.fit` on the value objective, after a warm-up."""
+    import keras
+    import numpy as np
+
+    from pipeline.core.model import build_model
 
     model = build_model([10, 10], "sigmoid", seed=0)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
@@ -107,6 +128,13 @@ def main() -> None:
         f"loss {np.asarray(history.history['loss'])[-1]:.3e} at epoch {args.fit_epochs + 1})"
     )
     print("keras derivative model.fit does not apply (the loss needs f'(x) from an inner tape)")
+    return fit_us
+
+
+def time_population(args: argparse.Namespace, data, start) -> dict[str, float]:
+    """Microseconds per network-epoch of `--population` post networks in one graph."""
+    from pipeline.core.layout import Layout
+    from pipeline.core.trainer import Population, TrainSpec
 
     crowd: dict[str, float] = {}
     for objective in ("value", "derivative"):
@@ -117,7 +145,11 @@ def main() -> None:
             f"ours  {objective:<10} population of {args.population}: "
             f"{crowd[objective]:7.2f} us per network-epoch (first call {compile_s:.2f} s)"
         )
+    return crowd
 
+
+def report(args: argparse.Namespace, fit_us: float, ours: dict, crowd: dict) -> None:
+    """Each speed-up (fit/ours) beside its target."""
     for label, table, targets in (
         ("one network", ours, TARGETS),
         (f"population of {args.population}", crowd, POPULATION_TARGETS),

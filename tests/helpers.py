@@ -1,4 +1,6 @@
-"""Small conversions the network tests share: networks stacked into slots as the trainer does."""
+"""Small conversions the network tests share: networks stacked into slots as the trainer does,
+and one network's validation errors.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from pipeline.core.data import Dataset
 from pipeline.core.layout import Layout, pack
+from pipeline.core.losses import validation_errors, value_and_slope
 
 
 def tensors(arrays: Sequence[np.ndarray], dtype: tf.DType = tf.float32) -> list[tf.Tensor]:
@@ -32,3 +36,15 @@ def stacked(
 def per_slot(x: np.ndarray, k: int, dtype: tf.DType = tf.float32) -> tf.Tensor:
     """The same points (n, 1) for each of k slots: (k, n, 1)."""
     return tf.constant(np.broadcast_to(x, (k, *x.shape)), dtype)
+
+
+def validation_errors_of(
+    weights: Sequence[np.ndarray], activation: str, data: Dataset
+) -> tuple[float, float]:
+    """One network's (value, derivative) validation MSEs on `data`'s validation grid, as it is."""
+    hidden = [len(b) for b in weights[1:-2:2]]
+    layout = Layout.exact(hidden, activation)
+    w, net = stacked([weights], [activation], layout)
+    f, df = value_and_slope(w, *net, per_slot(data.x_val, 1), layout.activations)
+    value_mse, deriv_mse = validation_errors(f, df, data.y_val[None], data.dy_val[None])
+    return float(value_mse[0]), float(deriv_mse[0])

@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 import test_ui_e2e as shared
+from servers import free_port
 
 from pipeline.tracking.dashboard import open_storage
 from pipeline.ui import CHROMIUM_ARGS
@@ -52,7 +53,7 @@ def dashboard_url(folder: Path) -> Iterator[str]:
     log = folder / "dashboard.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.ui", "--optuna", "--port", str(shared._free_port())],
+            [sys.executable, "-m", "pipeline.ui", "--optuna", "--port", str(free_port())],
             cwd=folder,
             env=shared._env(),
             stdout=out,

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pg
 import pytest
+import servers
+import sweeps
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ONE_GRAPH = ["search.activation=[tanh]", "search.optimizer=[adam]", "search.n_layers.high=1"]
@@ -43,7 +45,7 @@ def test_declared_driver_is_the_one_sqlalchemy_picks_for_plain_urls() -> None:
 @dataclass(frozen=True)
 class Swept:
     env: dict[str, str]
-    server: pg.MlflowServer
+    server: servers.MlflowServer
     storage: str
     name: str
     result: subprocess.CompletedProcess
@@ -57,14 +59,14 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swept]:
     (root / "blocked" / "psycopg2").mkdir(parents=True)
     (root / "blocked" / "psycopg2" / "__init__.py").write_text(BLOCKER)
     path = [str(root / "blocked"), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
-    env = pg.sweep_env(PYTHONPATH=os.pathsep.join(p for p in path if p))
-    with pg.mlflow_server(root, env) as (_, server), pg.database() as storage_db:
+    env = sweeps.sweep_env(PYTHONPATH=os.pathsep.join(p for p in path if p))
+    with servers.mlflow_server(root, env) as (_, server), pg.database() as storage_db:
         storage, name = pg.url(storage_db), f"plain-{secrets.token_hex(3)}"
-        overrides = [*pg.SMALL, *ONE_GRAPH, f"study.n_trials={N_TRIALS}", f"study.name={name}"]
+        overrides = [*sweeps.SMALL, *ONE_GRAPH, f"study.n_trials={N_TRIALS}", f"study.name={name}"]
         overrides += [f"study.storage={storage}", f"tracking.uri={server.uri}"]
         (root / "sweep").mkdir()
         result = subprocess.run(
-            [*pg.SWEEP, *overrides],
+            [*sweeps.SWEEP, *overrides],
             cwd=root / "sweep",
             env=env,
             capture_output=True,
@@ -78,7 +80,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swept]:
 @pytest.mark.postgres
 def test_the_recipe_runs_on_plain_urls_without_psycopg2(swept: Swept) -> None:
     assert swept.result.returncode == 0, swept.result.stdout[-2000:] + swept.result.stderr[-2000:]
-    pg.assert_books(swept.storage, swept.server.uri, swept.name, N_TRIALS)
+    sweeps.assert_books(swept.storage, swept.server.uri, swept.name, N_TRIALS)
 
 
 @pytest.mark.slow
@@ -114,7 +116,7 @@ def test_best_model_loads_from_the_registry_through_the_server(swept: Swept) -> 
     from pipeline.core.problems import shipped
     from pipeline.settings import load
 
-    study = pg.load_study(swept.storage, swept.name)
+    study = sweeps.load_study(swept.storage, swept.name)
     mlflow.set_tracking_uri(swept.server.uri)
     model = mlflow.pyfunc.load_model(f"models:/{swept.name}@best")
     data = make_dataset(load("train").data, shipped("log"), 1.0)
@@ -122,5 +124,5 @@ def test_best_model_loads_from_the_registry_through_the_server(swept: Swept) -> 
     mse = float(np.mean((predicted - np.ravel(data.y_val)) ** 2))
     assert mse == pytest.approx(study.best_value, rel=1e-3)
     version = mlflow.MlflowClient().get_model_version_by_alias(swept.name, "best")
-    best_run = pg.trial_run(mlflow.MlflowClient(), study, study.best_trial.number)
+    best_run = sweeps.trial_run(mlflow.MlflowClient(), study, study.best_trial.number)
     assert version.run_id == best_run.info.run_id

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pg
 import pytest
+import sweeps
 from sweeping import NARROW_SPACE, Stores, run_sweep_in
 
 from pipeline.core.data import make_dataset
@@ -33,7 +33,7 @@ def _best(stores: Stores):
     client = stores.client
     version = client.get_model_version_by_alias(NAME, "best")
     study = stores.study(NAME)
-    best_run = pg.trial_run(client, study, study.best_trial.number).info.run_id
+    best_run = sweeps.trial_run(client, study, study.best_trial.number).info.run_id
     return best_run, version
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
-import pg
 import pytest
+import sweeps
 from optuna.trial import TrialState
 from sweeping import NARROW_SPACE, Stores, run_sweep_in, settings_for, store_overrides
 
@@ -81,7 +81,7 @@ def test_median_pruner_prunes_and_the_run_says_so(tmp_path: Path) -> None:
     assert pruned, [t.state.name for t in study.trials]
     client = stores.client
     for trial in pruned:
-        run = pg.trial_run(client, study, trial.number)
+        run = sweeps.trial_run(client, study, trial.number)
         assert run.data.tags[STATE_TAG] == "PRUNED"
         assert run.data.tags[REASON] == trial.user_attrs[REASON]
         assert "pruned" in run.data.tags[REASON]

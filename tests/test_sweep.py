@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pg
 import pytest
+import sweeps
 from contract import UNIFORM_PARAMS
 from optuna.trial import TrialState
 from sweeping import (
@@ -188,7 +188,7 @@ def test_command_line_sweep_end_to_end(tmp_path: Path) -> None:
     for parent in parents:
         study = stores.study(parent.data.tags[STUDY_TAG])
         assert len(stores.children(parent.info.run_id)) == len(study.trials) == 2
-        best_run = pg.trial_run(stores.client, study, study.best_trial.number)
+        best_run = sweeps.trial_run(stores.client, study, study.best_trial.number)
         assert parent.data.tags["best_run_id"] == best_run.info.run_id
     assert not (tmp_path / "outputs").exists(), "Hydra must not write outputs/ beside mlruns/"
 

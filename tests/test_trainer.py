@@ -5,18 +5,16 @@ training inside a larger shared layout (the sweep's graph) that leaves results u
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 
 import keras
 import numpy as np
 import pytest
-from helpers import per_slot, stacked
+from helpers import validation_errors_of
 
 from pipeline.core.data import Dataset
 from pipeline.core.graph import graphs_compiled
 from pipeline.core.layout import Layout
-from pipeline.core.losses import validation_errors, value_and_slope
 from pipeline.core.model import build_model, initial_weights
 from pipeline.core.trainer import Report, TrainResult, TrainSpec, train
 
@@ -98,22 +96,13 @@ def derivative_runs(
     }
 
 
-def _untrained_errors(weights: Sequence[np.ndarray], data: Dataset) -> tuple[float, float]:
-    hidden = [len(b) for b in weights[1:-2:2]]
-    layout = Layout.exact(hidden, CAPABLE.activation)
-    w, net = stacked([weights], [CAPABLE.activation], layout)
-    f, df = value_and_slope(w, *net, per_slot(data.x_val, 1), layout.activations)
-    value_mse, deriv_mse = validation_errors(f, df, data.y_val[None], data.dy_val[None])
-    return float(value_mse[0]), float(deriv_mse[0])
-
-
 def test_derivative_fit_with_anchor_recovers_log(
     derivative_runs: dict[float, TrainResult],
     capable_start: list[np.ndarray],
     dataset: Dataset,
 ) -> None:
     run = derivative_runs[1.0]
-    value_before, deriv_before = _untrained_errors(capable_start, dataset)
+    value_before, deriv_before = validation_errors_of(capable_start, CAPABLE.activation, dataset)
     # Measured: val_deriv_mse ~7e-4 (from ~5), val_value_mse ~1e-6 (from ~0.5).
     assert deriv_before > 1.0
     assert run.val_deriv_mse < 5e-3

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from contract import UNIFORM_PARAMS
+from servers import free_port
 
 from pipeline.names import PARENT_TAG, ROLE_TAG
 from pipeline.ui import CHROMIUM_ARGS
@@ -120,19 +120,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(folder, experiment_id, studies)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui_url(store: Store) -> Iterator[str]:
     """`python -m pipeline.ui` on the sweep's store; yields the URL it prints."""
     log = store.folder / "ui.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.ui", "--port", str(_free_port())],
+            [sys.executable, "-m", "pipeline.ui", "--port", str(free_port())],
             cwd=store.folder,
             env=_env(),
             stdout=out,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pg
 import pytest
+import servers
+import sweeps
 
 from pipeline.names import (
     BEST_TRIAL_TAG,
@@ -31,10 +33,10 @@ JOURNAL, TRACKING = "mlruns/optuna.journal", "sqlite:///mlruns/mlflow.db"
 
 @pytest.mark.slow
 def test_two_local_workers_share_the_journal_study(tmp_path):
-    result = pg.run_sweep(tmp_path, *pg.SMALL, "study.n_trials=4", "study.n_workers=2")
+    result = sweeps.run_sweep(tmp_path, *sweeps.SMALL, "study.n_trials=4", "study.n_workers=2")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    study, _ = pg.assert_books(JOURNAL, TRACKING, "log-value", 4, 2, tmp_path)
+    study, _ = sweeps.assert_books(JOURNAL, TRACKING, "log-value", 4, 2, tmp_path)
     workers = {t.user_attrs[WORKER_ATTR] for t in study.trials}
     assert len(workers) == 2, workers  # both processes ran trials
 
@@ -46,26 +48,26 @@ def test_a_local_worker_killed_mid_trial_leaves_the_study_closed(tmp_path):
     import os
 
     overrides = ["study.n_trials=6", "study.n_workers=2", "train.epochs=20000"]
-    sweep = pg.start_sweep(tmp_path, *pg.SMALL, *overrides, "study.pruner.name=none")
+    sweep = sweeps.start_sweep(tmp_path, *sweeps.SMALL, *overrides, "study.pruner.name=none")
 
     def worker_mid_trial():
         if sweep.poll() is not None:
             raise AssertionError(f"the sweep ended early: {sweep.communicate()[1][-3000:]}")
-        trial = pg.running_trial(JOURNAL, "log-value", cwd=tmp_path)
+        trial = sweeps.running_trial(JOURNAL, "log-value", cwd=tmp_path)
         if trial is None or not trial.intermediate_values:
             return None
         worker = trial.user_attrs[WORKER_ATTR]
-        study = pg.load_study(JOURNAL, "log-value", tmp_path)
-        client = pg.tracking_client(TRACKING, tmp_path)  # opened only once the store exists
+        study = sweeps.load_study(JOURNAL, "log-value", tmp_path)
+        client = sweeps.tracking_client(TRACKING, tmp_path)  # opened only once the store exists
         recorded = all(  # its earlier trials' runs are closed (see the repair test below)
-            (run := pg.trial_run(client, study, t.number)) and run.info.status != "RUNNING"
+            (run := sweeps.trial_run(client, study, t.number)) and run.info.status != "RUNNING"
             for t in study.trials
             if t.state.is_finished() and t.user_attrs.get(WORKER_ATTR) == worker
         )
         return trial if recorded else None
 
     try:
-        trial = pg.wait_until(worker_mid_trial, 300, "a worker's trial mid-training", 0.3)
+        trial = servers.wait_until(worker_mid_trial, 300, "a worker's trial mid-training", 0.3)
         os.kill(int(trial.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
         result = finish(sweep)
     finally:
@@ -73,8 +75,8 @@ def test_a_local_worker_killed_mid_trial_leaves_the_study_closed(tmp_path):
             sweep.kill()
             sweep.communicate()
     assert result.returncode == 0, result.stderr
-    study, _ = pg.assert_books(JOURNAL, TRACKING, "log-value", 6, 2, tmp_path)
-    parent = pg.tracking_client(TRACKING, tmp_path).get_run(study.user_attrs[PARENT_ATTR])
+    study, _ = sweeps.assert_books(JOURNAL, TRACKING, "log-value", 6, 2, tmp_path)
+    parent = sweeps.tracking_client(TRACKING, tmp_path).get_run(study.user_attrs[PARENT_ATTR])
     assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
     assert BEST_TRIAL_TAG in parent.data.tags
 
@@ -114,7 +116,7 @@ def test_repair_closes_the_run_a_dead_worker_never_finished_recording(tmp_path):
 def mlflow_server(tmp_path_factory):
     """One real `mlflow server` over PostgreSQL for the module (it takes ~25 s to start)."""
     pg.require_postgres()
-    with pg.mlflow_server(tmp_path_factory.mktemp("mlflow")) as (_, server):
+    with servers.mlflow_server(tmp_path_factory.mktemp("mlflow")) as (_, server):
         yield server
 
 
@@ -124,9 +126,9 @@ def storage_db():
         yield name
 
 
-def machine_args(storage: str, server: pg.MlflowServer, name: str, *extra: str) -> list[str]:
+def machine_args(storage: str, server: servers.MlflowServer, name: str, *extra: str) -> list[str]:
     return [
-        *pg.SMALL,
+        *sweeps.SMALL,
         f"study.storage={storage}",
         f"tracking.uri={server.uri}",
         f"study.name={name}",
@@ -151,12 +153,12 @@ def test_two_machines_share_a_postgres_study_and_mlflow_server(tmp_path, mlflow_
     # One trial at a time per machine: with populations the first machine up could take all 4.
     args = machine_args(storage, mlflow_server, name, "study.n_trials=4", "study.population=1")
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    machines = [pg.start_sweep(tmp_path / m, *args) for m in ("a", "b")]
+    machines = [sweeps.start_sweep(tmp_path / m, *args) for m in ("a", "b")]
     results = [finish(p) for p in machines]
     for r in results:
         assert r.returncode == 0, r.stderr
         assert "Traceback" not in r.stderr
-    study, _ = pg.assert_books(storage, mlflow_server.uri, name, 4, 2)
+    study, _ = sweeps.assert_books(storage, mlflow_server.uri, name, 4, 2)
     pids = {int(str(t.user_attrs[WORKER_ATTR]).rpartition(":")[2]) for t in study.trials}
     assert pids == {p.pid for p in machines}
 
@@ -179,30 +181,30 @@ def test_sigkill_mid_trial_is_retried_and_closed(tmp_path, mlflow_server, storag
         "study.grace_period=3",
     )
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    victim = pg.start_sweep(tmp_path / "a", *args)
-    survivor = pg.start_sweep(tmp_path / "b", *args)
-    client = pg.tracking_client(mlflow_server.uri)
+    victim = sweeps.start_sweep(tmp_path / "a", *args)
+    survivor = sweeps.start_sweep(tmp_path / "b", *args)
+    client = sweeps.tracking_client(mlflow_server.uri)
 
     def victim_mid_trial():
         for p in (victim, survivor):
             if p.poll() is not None:
                 raise AssertionError(f"a sweep ended early: {p.communicate()[1][-3000:]}")
-        trial = pg.running_trial(storage, name, pid=victim.pid)
+        trial = sweeps.running_trial(storage, name, pid=victim.pid)
         if trial is None or not trial.intermediate_values:
             return None
-        study = pg.load_study(storage, name)
+        study = sweeps.load_study(storage, name)
         mine = [
             t for t in study.trials if t.user_attrs.get(WORKER_ATTR, "").endswith(f":{victim.pid}")
         ]
         recorded = all(
-            (run := pg.trial_run(client, study, t.number)) and run.info.status != "RUNNING"
+            (run := sweeps.trial_run(client, study, t.number)) and run.info.status != "RUNNING"
             for t in mine
             if t.state.is_finished()
         )
         return trial if recorded else None
 
     try:
-        trial = pg.wait_until(victim_mid_trial, 300, "the victim's trial mid-training", 0.3)
+        trial = servers.wait_until(victim_mid_trial, 300, "the victim's trial mid-training", 0.3)
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=30)
         assert victim.returncode == -signal.SIGKILL
@@ -214,10 +216,10 @@ def test_sigkill_mid_trial_is_retried_and_closed(tmp_path, mlflow_server, storag
                 p.communicate()
     assert result.returncode == 0, result.stderr
     assert f"trial {trial.number}" in result.stdout + result.stderr  # the repair said so
-    study, _ = pg.assert_books(storage, mlflow_server.uri, name, 4, 2)
+    study, _ = sweeps.assert_books(storage, mlflow_server.uri, name, 4, 2)
     dead = study.trials[trial.number]
     assert dead.state == TrialState.FAIL
-    run = pg.trial_run(client, study, dead.number)
+    run = sweeps.trial_run(client, study, dead.number)
     assert run.info.status == "KILLED"
     assert run.data.tags[STATE_TAG] == "FAIL"
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
@@ -243,9 +245,9 @@ def test_storage_password_never_leaks(tmp_path, storage_db):
                 f"postgresql://{role}:${{oc.env:PIPELINE_TEST_PW}}@127.0.0.1:5432/{storage_db}",
             ]
         ):
-            result = pg.run_sweep(
+            result = sweeps.run_sweep(
                 tmp_path,
-                *pg.SMALL,
+                *sweeps.SMALL,
                 "study.n_trials=1",
                 f"study.storage={storage}",
                 f"study.name=secret-{i}",
@@ -253,9 +255,9 @@ def test_storage_password_never_leaks(tmp_path, storage_db):
             )
             assert result.returncode == 0, result.stderr
             outputs.append(result.stdout + result.stderr)
-            pg.assert_books(pg.url(storage_db), TRACKING, f"secret-{i}", 1, cwd=tmp_path)
+            sweeps.assert_books(pg.url(storage_db), TRACKING, f"secret-{i}", 1, cwd=tmp_path)
         # An error naming the storage (unreachable port) must not print it either.
-        bad = pg.run_sweep(
+        bad = sweeps.run_sweep(
             tmp_path, "objective=value", f"study.storage=postgresql://u:{PASSWORD}@127.0.0.1:1/x"
         )
         assert bad.returncode == 2
@@ -267,7 +269,7 @@ def test_storage_password_never_leaks(tmp_path, storage_db):
         pg.execute("postgres", f"DROP ROLE {role}")
     for text in outputs:
         assert PASSWORD not in text
-    client = pg.tracking_client(TRACKING, tmp_path)
+    client = sweeps.tracking_client(TRACKING, tmp_path)
     experiment = client.get_experiment_by_name("pipeline")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "study"]

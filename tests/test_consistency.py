@@ -1,0 +1,101 @@
+"""The consistency check (`check=true`) and the repair at a sweep's start: trials without runs,
+stale running runs, a trial left RUNNING by a worker that is gone, and a trial no worker took up.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+import sweeps
+from optuna.trial import TrialState
+
+from pipeline.names import PARENT_ATTR, PARENT_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
+
+JOURNAL, TRACKING = "mlruns/optuna.journal", "sqlite:///mlruns/mlflow.db"
+KILLED = "; its run closed as KILLED"
+
+
+@pytest.mark.slow
+def test_check_reports_consistent_then_orphans_and_sweep_start_repairs(tmp_path):
+    overrides = [*sweeps.SMALL, "study.n_trials=2"]
+    assert sweeps.run_sweep(tmp_path, *overrides).returncode == 0
+    check = sweeps.run_sweep(tmp_path, *overrides, "check=true")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "log-value: consistent" in check.stdout
+
+    study = sweeps.load_study(JOURNAL, "log-value", tmp_path)
+    client = sweeps.tracking_client(TRACKING, tmp_path)
+    first, second = (sweeps.trial_run(client, study, n).info.run_id for n in (0, 1))
+    client.delete_run(first)
+    client.update_run(second, status="RUNNING")
+    check = sweeps.run_sweep(tmp_path, *overrides, "check=true")
+    assert check.returncode == 1
+    assert "INCONSISTENT" in check.stdout
+    assert "trials without run: [0]" in check.stdout
+    assert f"stale running runs: ['{second}']" in check.stdout
+    client.restore_run(first)
+    client.update_run(second, status="FINISHED")
+
+    # A trial left RUNNING by a worker on this host that is gone (a real, finished process).
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    trial = study.ask()
+    run_id = client.create_run(
+        client.get_experiment_by_name("pipeline").experiment_id,
+        tags={
+            PARENT_TAG: study.user_attrs[PARENT_ATTR],
+            TRIAL_TAG: str(trial.number),
+            STATE_TAG: "RUNNING",
+            ROLE_TAG: "trial",
+        },
+    ).info.run_id
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{gone.pid}")
+    assert not _alive(gone.pid)
+    check = sweeps.run_sweep(tmp_path, *overrides, "check=true")
+    assert check.returncode == 1 and "stale running trials" in check.stdout
+
+    again = sweeps.run_sweep(tmp_path, *overrides)
+    assert again.returncode == 0, again.stderr
+    assert f"trial {trial.number}: worker" in again.stdout + again.stderr
+    assert "closed as KILLED" in again.stdout + again.stderr
+    assert client.get_run(run_id).info.status == "KILLED"
+    from optuna.trial import TrialState
+
+    study = sweeps.load_study(JOURNAL, "log-value", tmp_path)
+    assert study.trials[trial.number].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    check = sweeps.run_sweep(tmp_path, *overrides, "check=true")
+    assert check.returncode == 0, check.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_trial_no_worker_took_up_is_failed_retried_and_recorded(monkeypatch):
+    """A worker that lost the storage right after asking leaves a RUNNING trial nobody runs."""
+    import optuna
+
+    from pipeline.sweeping import consistency
+    from pipeline.sweeping.handle import StudyHandle
+    from pipeline.sweeping.study import worker_id
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    handle = StudyHandle(study.study_name, "value", storage, study)
+    orphan, mine = study.ask(), study.ask()
+    mine.set_user_attr("worker", worker_id())  # this live process runs it
+    monkeypatch.setattr(consistency, "UNCLAIMED_AFTER_S", 0.0)
+    recorded = []
+    lines = consistency.repair(handle, lambda t, reason: recorded.append((t.number, reason)))
+    assert [t.state for t in study.trials[:2]] == [TrialState.FAIL, TrialState.RUNNING]
+    assert study.trials[2].state == TrialState.WAITING  # the retry
+    assert recorded == [(orphan.number, consistency.DIED)]
+    assert lines == [f"trial {orphan.number}: no worker took it up; failed, retried" + KILLED]
