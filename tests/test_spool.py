@@ -8,6 +8,7 @@ The same outages end to end, against real `mlflow server` processes: test_outage
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import subprocess
@@ -189,6 +190,9 @@ def test_the_recorder_keeps_records_while_mlflow_is_away(tmp_path):
         assert recorder.waiting() == 1
         recorder.drain(patience=0.5)
     assert spool.count() == 1  # abandoned, not lost
+    for process in multiprocessing.active_children():  # the recording process is ended
+        process.join(timeout=10)
+    assert not multiprocessing.active_children()
     line = stopped.value.line(spool.count())
     assert uri in line and "holds 1 record of finished trials" in line and "rerun" in line
     with claimed(spool.waiting()[0]) as kept:
