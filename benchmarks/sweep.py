@@ -6,12 +6,12 @@ this process's start (imports included). Then Keras `model.fit` on the post's ne
 per epoch in the same process: the post's recipe for the same trials is that times the trials'
 planned epochs, and the ratio is printed beside its target (2000x). Also printed: the graphs
 compiled and the seconds their first calls took, the peak RSS of the sweep's processes, and the
-best value of each study. `--compare-population 1` runs the same sweep again with that
+best value of each study. `--compare-population 4` runs the same sweep again with that
 population for the study seeds `--seeds`, and prints both studies' best values and their
 medians (more trials in flight must not buy speed with search quality). `--long N` instead runs
 one N-trial value study of short trials and prints the worker's RSS after 100 trials and at N.
 
-    python benchmarks/sweep.py [--trials 50] [--compare-population 1 --seeds 0 1 2] [--long 1000]
+    python benchmarks/sweep.py [--trials 50] [--compare-population 4 --seeds 0 1 2] [--long 1000]
 """
 
 from __future__ import annotations

@@ -70,9 +70,14 @@ def record_for(client, number: int = 0, parent: str | None = None) -> TrialRecor
 
 
 def sqlite_client(tmp_path: Path):
+    """A client on a fresh store in `tmp_path`, its experiment's artifacts there too (MLflow's
+    default artifact location is relative to the working directory)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    if client.get_experiment_by_name("pipeline") is None:
+        client.create_experiment("pipeline", artifact_location=(tmp_path / "artifacts").as_uri())
+    return client
 
 
 # --- the record and its idempotent sending -------------------------------------------------

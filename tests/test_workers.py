@@ -90,7 +90,7 @@ def test_repair_closes_the_run_a_dead_worker_never_finished_recording(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a local worker that no longer exists
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.create_experiment("pipeline")
+    experiment = client.create_experiment("pipeline", (tmp_path / "artifacts").as_uri())
     parent = client.create_run(experiment).info.run_id
     tags = {PARENT_TAG: parent, TRIAL_TAG: "0"}
     run_id = client.create_run(experiment, tags=tags).info.run_id  # RUNNING, as it was left
