@@ -122,3 +122,22 @@ def test_the_truth_is_the_problems_and_templates_are_kept_apart(tmp_path: Path) 
     assert (tmp_path / "after" / "fit.png").read_bytes() != (
         tmp_path / "log" / "fit.png"
     ).read_bytes()
+
+
+def test_study_plots_leave_the_run_plots_style_alone(tmp_path: Path) -> None:
+    """Optuna's matplotlib plots switch to ggplot style; a study's plots must not restyle the
+    trial plots drawn after them in the same process."""
+    import matplotlib.pyplot as plt
+    import optuna
+
+    study = optuna.create_study()
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for value in (0.3, 0.1, 0.2):
+        trial = optuna.trial.create_trial(params={"x": value}, distributions=space, value=value)
+        study.add_trial(trial)
+    before = _draw(tmp_path / "before", 0.1, "same")
+    colours = plt.rcParams["axes.prop_cycle"]
+    assert plots.save_study_plots(study, tmp_path / "study")
+    assert plt.rcParams["axes.prop_cycle"] == colours
+    plots.forget_templates()
+    assert _draw(tmp_path / "after", 0.1, "same") == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -245,6 +246,13 @@ def save_study_plots(study: object, directory: Path) -> list[Path]:
     from optuna.visualization import matplotlib as optuna_plots
 
     directory.mkdir(parents=True, exist_ok=True)
+    with plt.rc_context():  # Optuna's plots switch the process to ggplot style: keep it to them
+        return _save_study_plots(study, directory, optuna_plots)
+
+
+def _save_study_plots(study: object, directory: Path, optuna_plots: Any) -> list[Path]:
+    import matplotlib.pyplot as plt
+
     makers = {
         "optimization_history.png": optuna_plots.plot_optimization_history,
         "param_importances.png": optuna_plots.plot_param_importances,
