@@ -64,8 +64,9 @@ class Bench:
     def spec(self, activation: str, optimizer: str, lr: float):
         from pipeline.core.trainer import TrainSpec
 
-        args = self.args
-        return TrainSpec(activation, optimizer, lr, args.epochs, report_every=args.report_every)
+        o, train = self.shipped_run.objective, self.shipped_run.train
+        return TrainSpec(activation, optimizer, lr, self.args.epochs, o.name, o.anchor_weight,
+                         o.deriv_weight, train.log_every, self.args.report_every)  # fmt: skip
 
     def train_one(self, config):
         from pipeline.core.model import seeded_weights

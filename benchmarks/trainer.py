@@ -26,6 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TARGETS = {"value": 5000.0, "derivative": 3000.0}
 POPULATION_TARGETS = {"value": 20_000.0, "derivative": 10_000.0}
 
+# The loss as the post and the shipped config have it: anchor and Sobolev weights 1, a history
+# point every 50 epochs.
+POST_LOSS = {"anchor_weight": 1.0, "deriv_weight": 1.0, "log_every": 50}
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,6 +95,7 @@ def time_ours(args: argparse.Namespace, data, start) -> dict[str, float]:
             learning_rate=0.1,
             epochs=args.epochs,
             objective=objective,
+            **POST_LOSS,
             report_every=args.report_every,
         )
         started = time.perf_counter()
@@ -134,12 +139,12 @@ def time_model_fit(args: argparse.Namespace, data) -> float:
 def time_population(args: argparse.Namespace, data, start) -> dict[str, float]:
     """Microseconds per network-epoch of `--population` post networks in one graph."""
     from pipeline.core.layout import Layout
-    from pipeline.core.trainer import Population, TrainSpec
+    from pipeline.core.trainer import NetworkSpec, Population
 
     crowd: dict[str, float] = {}
     for objective in ("value", "derivative"):
         crowd[objective], compile_s = _population_us(
-            Population, Layout.exact([10, 10], "sigmoid"), TrainSpec, data, start, objective, args
+            Population, Layout.exact([10, 10], "sigmoid"), NetworkSpec, data, start, objective, args
         )
         print(
             f"ours  {objective:<10} population of {args.population}: "
@@ -166,9 +171,17 @@ def report(args: argparse.Namespace, fit_us: float, ours: dict, crowd: dict) -> 
 
 def _population_us(population, layout, spec_type, data, start, objective, args) -> tuple:
     """Per network-epoch microseconds of `args.population` post networks trained at once."""
-    spec = spec_type("sigmoid", "sgd", 0.1, args.epochs, objective=objective,
-                     report_every=args.report_every)  # fmt: skip
-    crowd = population(layout, args.population, data, objective, report_every=args.report_every)
+    spec = spec_type("sigmoid", "sgd", 0.1, args.epochs)
+    weights = POST_LOSS["anchor_weight"], POST_LOSS["deriv_weight"]
+    crowd = population(
+        layout,
+        args.population,
+        data,
+        objective,
+        *weights,
+        args.report_every,
+        POST_LOSS["log_every"],
+    )
     best = float("inf")
     for _ in range(args.repeats + 1):  # the first pass compiles
         for k in range(args.population):

@@ -122,12 +122,15 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     from pipeline.settings import load
     from pipeline.sweeping.space import Hyperparams, layout_for
 
-    data, space = make_dataset(load("train").data, shipped("log"), 1.0), load("sweep").search
+    run, sweep = load("train"), load("sweep")
+    data, space, o = make_dataset(run.data, shipped("log"), 1.0), sweep.search, run.objective
     jobs = []
     for p in params:
         hidden = [p[f"units_l{i}"] for i in range(p["n_layers"])]
         hp = Hyperparams(tuple(hidden), p["activation"], p["optimizer"], p["learning_rate"])
-        spec = TrainSpec(hp.activation, hp.optimizer, hp.learning_rate, epochs)
+        loss = (o.name, o.anchor_weight, o.deriv_weight)
+        schedule = (run.train.log_every, sweep.study.report_every)
+        spec = TrainSpec(hp.activation, hp.optimizer, hp.learning_rate, epochs, *loss, *schedule)
         jobs.append((spec, seeded_weights(hidden, 0), layout_for(space, hp)))
     start = time.perf_counter()
     for spec, weights, layout in jobs:  # compile every graph first: the bound is training alone

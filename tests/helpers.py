@@ -12,6 +12,7 @@ import tensorflow as tf
 from pipeline.core.data import Dataset
 from pipeline.core.layout import Layout, pack
 from pipeline.core.losses import validation_errors, value_and_slope
+from pipeline.core.trainer import TrainSpec
 
 
 def tensors(arrays: Sequence[np.ndarray], dtype: tf.DType = tf.float32) -> list[tf.Tensor]:
@@ -48,3 +49,20 @@ def validation_errors_of(
     f, df = value_and_slope(w, *net, per_slot(data.x_val, 1), layout.activations)
     value_mse, deriv_mse = validation_errors(f, df, data.y_val[None], data.dy_val[None])
     return float(value_mse[0]), float(deriv_mse[0])
+
+
+# What the trainer tests train with unless a test says otherwise: the value fit, unit weights.
+LOSS_AND_SCHEDULE = {
+    "objective": "value",
+    "anchor_weight": 1.0,
+    "deriv_weight": 1.0,
+    "log_every": 50,
+    "report_every": 500,
+}
+
+
+def train_spec(
+    activation: str, optimizer: str, learning_rate: float, epochs: int, **changes: object
+) -> TrainSpec:
+    """A TrainSpec with the tests' usual loss and schedule, `changes` applied."""
+    return TrainSpec(activation, optimizer, learning_rate, epochs, **(LOSS_AND_SCHEDULE | changes))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import train_spec
 
 from pipeline.core.data import Dataset
 from pipeline.core.graph import graphs_compiled
@@ -32,7 +33,7 @@ LATE = ((9, 9, 9), "sigmoid", "adam", 1e-2, 200)  # refills the first slot that 
 
 def _spec(net: tuple, objective: str) -> TrainSpec:
     _, activation, optimizer, lr, epochs = net
-    return TrainSpec(activation, optimizer, lr, epochs, objective=objective, log_every=10,
+    return train_spec(activation, optimizer, lr, epochs, objective=objective, log_every=10,
                      report_every=REPORT_EVERY)  # fmt: skip
 
 
@@ -43,8 +44,8 @@ def _population(data: Dataset, objective: str, stop: dict[int, int] | None = Non
     Returns {network index: result}, LATE under index len(NETWORKS).
     """
     stop = stop or {}
-    population = Population(LAYOUT, len(NETWORKS), data, objective, report_every=REPORT_EVERY,
-                            log_every=10)  # fmt: skip
+    weights = (1.0, 1.0)  # anchor and Sobolev weights
+    population = Population(LAYOUT, len(NETWORKS), data, objective, *weights, REPORT_EVERY, 10)
     owner = {}
     for k, net in enumerate(NETWORKS):
         population.start(k, seeded_weights(net[0], seed=k), _spec(net, objective))
@@ -106,9 +107,11 @@ def test_stopping_one_slot_leaves_the_others_alone(dataset: Dataset) -> None:
 
 
 def test_a_diverging_slot_stops_alone(dataset: Dataset) -> None:
-    population = Population(LAYOUT, 2, dataset, "value", report_every=REPORT_EVERY, log_every=1)
-    population.start(0, seeded_weights((10, 10), 0), TrainSpec("sigmoid", "sgd", 1e6, 300))
-    population.start(1, seeded_weights((10, 10), 0), TrainSpec("sigmoid", "sgd", 0.1, 300))
+    population = Population(
+        LAYOUT, 2, dataset, "value", 1.0, 1.0, report_every=REPORT_EVERY, log_every=1
+    )
+    population.start(0, seeded_weights((10, 10), 0), train_spec("sigmoid", "sgd", 1e6, 300))
+    population.start(1, seeded_weights((10, 10), 0), train_spec("sigmoid", "sgd", 0.1, 300))
     while population.busy():
         population.step()
     diverged, healthy = population.take(0), population.take(1)
@@ -116,7 +119,7 @@ def test_a_diverging_slot_stops_alone(dataset: Dataset) -> None:
     assert not np.isfinite(diverged.history_loss[-1])
     assert np.isfinite(diverged.history_loss[:-1]).all()
     assert healthy.diverged_at is None and healthy.epochs_run == 300
-    alone = train(TrainSpec("sigmoid", "sgd", 0.1, 300, report_every=REPORT_EVERY, log_every=1),
+    alone = train(train_spec("sigmoid", "sgd", 0.1, 300, report_every=REPORT_EVERY, log_every=1),
                   seeded_weights((10, 10), 0), dataset)  # fmt: skip
     np.testing.assert_allclose(healthy.history_loss, alone.history_loss, rtol=2e-4)
     assert population.free() == [0, 1] and not population.busy()

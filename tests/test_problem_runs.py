@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import per_slot, stacked
+from helpers import per_slot, stacked, train_spec
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from sweeping import RUN_PLOTS, Stores, artifact_paths, run_sweep_in, trial_of
@@ -24,7 +24,7 @@ from pipeline.core.losses import slot_losses, value_and_slope
 from pipeline.core.model import seeded_weights
 from pipeline.core.objectives import OBJECTIVES, get
 from pipeline.core.problems import shipped
-from pipeline.core.trainer import TrainSpec, train
+from pipeline.core.trainer import train
 from pipeline.names import BASELINE_ATTR, ROLE_TAG, STATE_TAG, STUDY_TAG
 from pipeline.settings import load
 
@@ -64,7 +64,7 @@ def test_sobolev_loss_is_the_sum_of_its_two_terms(deriv_weight: float) -> None:
 
 
 def _first_loss(objective: str, data: Dataset) -> float:
-    spec = TrainSpec("tanh", "adam", 1e-3, epochs=1, objective=objective, log_every=1)
+    spec = train_spec("tanh", "adam", 1e-3, epochs=1, objective=objective, log_every=1)
     return float(train(spec, seeded_weights(HIDDEN, seed=2), data).history_loss[0])
 
 
@@ -89,7 +89,7 @@ def test_each_objective_trains_on_its_own_points_with_the_registry_weights(
 def test_resampled_collocation_trains_on_fresh_points_repeatably() -> None:
     fixed = make_dataset(replace(DATA, n_colloc=40), shipped("sin"), 0.0, seed=0)
     fresh = make_dataset(replace(DATA, n_colloc=40, resample=True), shipped("sin"), 0.0, seed=0)
-    spec = TrainSpec("tanh", "adam", 1e-2, epochs=300, objective="derivative", report_every=100)
+    spec = train_spec("tanh", "adam", 1e-2, epochs=300, objective="derivative", report_every=100)
     start = seeded_weights(HIDDEN, seed=0)
     runs = [train(spec, start, d) for d in (fixed, fresh, fresh)]
     assert np.array_equal(runs[1].history_loss, runs[2].history_loss)  # seeded: repeatable

@@ -10,7 +10,7 @@ from dataclasses import replace
 import keras
 import numpy as np
 import pytest
-from helpers import validation_errors_of
+from helpers import train_spec, validation_errors_of
 
 from pipeline.core.data import Dataset
 from pipeline.core.graph import graphs_compiled
@@ -20,9 +20,9 @@ from pipeline.core.trainer import Report, TrainResult, TrainSpec, train
 
 # XLA compiles a graph per (activations, slope term, layout, chunk length), ~1 s each; the
 # specs below share chunk lengths to keep the suite fast.
-POST = TrainSpec(activation="sigmoid", optimizer="sgd", learning_rate=0.1, epochs=300)
+POST = train_spec(activation="sigmoid", optimizer="sgd", learning_rate=0.1, epochs=300)
 # A network and optimizer that can learn f' = 1/x well in a few thousand epochs.
-CAPABLE = TrainSpec(
+CAPABLE = train_spec(
     activation="tanh",
     optimizer="adam",
     learning_rate=1e-2,
@@ -38,7 +38,7 @@ KERAS_EPOCHS = 100  # model.fit costs ~20-35 ms per epoch
 def test_value_fit_matches_keras_model_fit(dataset: Dataset) -> None:
     model = build_model([10, 10], "sigmoid", seed=0)
     start = initial_weights(model)
-    spec = TrainSpec("sigmoid", "sgd", 0.1, KERAS_EPOCHS, log_every=1, report_every=KERAS_EPOCHS)
+    spec = train_spec("sigmoid", "sgd", 0.1, KERAS_EPOCHS, log_every=1, report_every=KERAS_EPOCHS)
     ours = train(spec, start, dataset)
 
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
@@ -180,7 +180,7 @@ def test_same_seed_same_history_different_seed_different(
 def test_non_finite_loss_stops_at_that_epoch(
     dataset: Dataset, post_weights: list[np.ndarray], report_every: int
 ) -> None:
-    spec = TrainSpec("sigmoid", "sgd", 1e6, 2000, log_every=1, report_every=report_every)
+    spec = train_spec("sigmoid", "sgd", 1e6, 2000, log_every=1, report_every=report_every)
     result = train(spec, post_weights, dataset)
     finite = np.isfinite(result.history_loss)
     assert result.diverged_at is not None
@@ -196,7 +196,7 @@ def test_non_finite_loss_stops_at_that_epoch(
 
 
 # Reports at 300, 600, 900 and the last epoch 1000; history at 1, 30, 60, ..., 990 and 1000.
-SCHEDULE = TrainSpec("sigmoid", "sgd", 0.1, epochs=1000, log_every=30, report_every=300)
+SCHEDULE = train_spec("sigmoid", "sgd", 0.1, epochs=1000, log_every=30, report_every=300)
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_on_report_true_stops_at_that_chunk(
 def test_on_report_true_at_the_last_chunk_is_not_an_early_stop(
     dataset: Dataset, post_weights: list[np.ndarray]
 ) -> None:
-    spec = TrainSpec("sigmoid", "sgd", 0.1, epochs=300, log_every=100, report_every=300)
+    spec = train_spec("sigmoid", "sgd", 0.1, epochs=300, log_every=100, report_every=300)
     result = train(spec, post_weights, dataset, on_report=lambda r: True)
     assert result.epochs_run == 300 and not result.stopped_early
     np.testing.assert_array_equal(result.history_epochs, [1, 100, 200, 300])
@@ -292,7 +292,7 @@ def test_one_graph_serves_every_network_of_a_layout(
         ((7, 12, 5, 9), "sigmoid", "adam"),
     ]:
         start = initial_weights(build_model(hidden, activation, seed=0))
-        spec = TrainSpec(activation, optimizer, 0.01, POST.epochs)
+        spec = train_spec(activation, optimizer, 0.01, POST.epochs)
         result = train(spec, start, dataset, layout=SHARED)
         assert [w.shape for w in result.weights] == [w.shape for w in start]
         assert result.final_loss < result.history_loss[0]

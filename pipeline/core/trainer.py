@@ -27,18 +27,25 @@ from pipeline.core.results import Report, TrainResult
 
 
 @dataclass(frozen=True)
-class TrainSpec:
-    """One network's training besides its initial weights and the data."""
+class NetworkSpec:
+    """What one slot trains besides its initial weights: activation, optimizer, rate, epochs."""
 
     activation: str
     optimizer: str
     learning_rate: float
     epochs: int
-    objective: str = "value"
-    anchor_weight: float = 1.0
-    deriv_weight: float = 1.0
-    log_every: int = 50
-    report_every: int = 500
+
+
+@dataclass(frozen=True)
+class TrainSpec(NetworkSpec):
+    """One network trained alone: its slot's settings, the loss and the report schedule (a
+    population holds the last three for all its slots)."""
+
+    objective: str
+    anchor_weight: float
+    deriv_weight: float
+    log_every: int
+    report_every: int
 
 
 @dataclass
@@ -72,10 +79,10 @@ class Population:
         size: int,
         data: Dataset,
         objective: str,
-        anchor_weight: float = 1.0,
-        deriv_weight: float = 1.0,
-        report_every: int = 500,
-        log_every: int = 50,
+        anchor_weight: float,
+        deriv_weight: float,
+        report_every: int,
+        log_every: int,
     ) -> None:
         chosen = objectives.get(objective)
         weights = chosen.weights(anchor_weight, deriv_weight)
@@ -106,7 +113,7 @@ class Population:
         """Slots with a network still training."""
         return [k for k, s in enumerate(self._slots) if s is not None and not s.finished]
 
-    def start(self, k: int, weights: Sequence[np.ndarray], spec: TrainSpec) -> None:
+    def start(self, k: int, weights: Sequence[np.ndarray], spec: NetworkSpec) -> None:
         """Put a network (its initial weights) and its optimizer settings into free slot `k`."""
         assert self._slots[k] is None, f"slot {k} is taken"
         packed = pack(self.layout, weights, spec.activation)

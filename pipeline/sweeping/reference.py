@@ -42,6 +42,7 @@ def reference_value(settings: SweepSettings, objective: ObjectiveConfig) -> floa
         objective=objective.name,
         anchor_weight=objective.anchor_weight,
         deriv_weight=objective.deriv_weight,
+        log_every=settings.train.log_every,
         report_every=settings.study.report_every,
     )
     # In trial 0's layout: over 10,000 SGD epochs the float rounding of the padding alone

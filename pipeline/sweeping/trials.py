@@ -27,7 +27,7 @@ from pipeline.core.layout import Layout
 from pipeline.core.model import seeded_weights
 from pipeline.core.objectives import get as get_objective
 from pipeline.core.results import TrainResult
-from pipeline.core.trainer import Population, TrainSpec
+from pipeline.core.trainer import NetworkSpec, Population
 from pipeline.names import REASON, WORKER_ATTR
 from pipeline.settings import ObjectiveConfig, TrainConfig
 from pipeline.sweeping.space import Hyperparams, SearchSpace, layouts, suggest
@@ -127,7 +127,7 @@ class _Slots:
             if not crowd.free():
                 return False
             k = crowd.free()[0]
-            spec = TrainSpec(hp.activation, hp.optimizer, hp.learning_rate, ctx.train.epochs)
+            spec = NetworkSpec(hp.activation, hp.optimizer, hp.learning_rate, ctx.train.epochs)
             crowd.start(k, seeded_weights(hp.hidden, ctx.train.seed), spec)
             self.flights[(p, k)] = flight
             return True
