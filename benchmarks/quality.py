@@ -87,6 +87,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> Outcome:
     """One default sweep in a fresh store; its figures read back from Optuna and MLflow."""
     from mlflow.tracking import MlflowClient
 
+    from pipeline.names import ROLE_TAG
     from pipeline.settings import load
     from pipeline.sweeping.reference import METRIC
     from pipeline.sweeping.runner import run_sweep
@@ -102,7 +103,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> Outcome:
             raise SystemExit(f"{cell}: the sweep exited {code}; see the log")
         client = MlflowClient(settings.tracking.uri)
         experiment = client.get_experiment_by_name(settings.tracking.experiment)
-        (parent,) = client.search_runs([experiment.experiment_id], "tags.`pipeline.role` = 'study'")
+        (parent,) = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'study'")
         metrics = parent.data.metrics
         best = client.get_run(parent.data.tags["best_run_id"]).data.metrics
         return Outcome(

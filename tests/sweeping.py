@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from pipeline.names import TRIAL_TAG
+from pipeline.names import PARENT_TAG, ROLE_TAG, TRIAL_TAG
 from pipeline.settings import load
 from pipeline.sweeping.handle import SweepSettings
 
@@ -99,10 +99,10 @@ class Stores:
         )
 
     def parents(self) -> list[Run]:
-        return self.runs("tags.`pipeline.role` = 'study'")
+        return self.runs(f"tags.`{ROLE_TAG}` = 'study'")
 
     def children(self, parent_id: str) -> list[Run]:
-        return self.runs(f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        return self.runs(f"tags.`{PARENT_TAG}` = '{parent_id}'")
 
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:

@@ -10,7 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.names import PARENT_ATTR, STATE_TAG, TRIAL_TAG, WORKER_ATTR
+from pipeline.names import (
+    PARENT_ATTR,
+    PARENT_TAG,
+    ROLE_TAG,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    WORKER_ATTR,
+)
 
 SWEEP = [sys.executable, "-m", "pipeline.sweep"]
 SMALL = ["objective=value", "train.epochs=300", "study.report_every=100"]
@@ -92,9 +100,7 @@ def trial_run(client, study, number: int):
     experiment = client.get_run(parent).info.experiment_id
     runs = client.search_runs(
         [experiment],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent}' and tags.`optuna.trial_number` = '{number}'"
-        ),
+        filter_string=(f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TRIAL_TAG}` = '{number}'"),
     )
     assert len(runs) <= 1, f"trial {number} has {len(runs)} runs"
     return runs[0] if runs else None
@@ -129,7 +135,7 @@ def assert_books(
     experiment = client.get_experiment_by_name("pipeline")
     parents = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`pipeline.role` = 'study' and tags.`optuna.study_name` = '{name}'",
+        filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{name}'",
     )
     assert len(parents) == 1, [p.info.run_id for p in parents]
     parent = parents[0]
@@ -137,7 +143,7 @@ def assert_books(
     assert parent.info.status == "FINISHED"
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
         max_results=10_000,
     )
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]

@@ -50,9 +50,7 @@ def _existing(client: MlflowClient, run_id: str | None) -> str | None:
 def _search(client: MlflowClient, experiment_id: str, study_name: str) -> str | None:
     runs = client.search_runs(
         [experiment_id],
-        filter_string=(
-            f"tags.`pipeline.role` = 'study' and tags.`optuna.study_name` = '{study_name}'"
-        ),
+        filter_string=(f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'"),
         max_results=1,
         order_by=["attributes.start_time ASC"],
     )

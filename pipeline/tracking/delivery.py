@@ -17,7 +17,7 @@ from pathlib import Path
 from mlflow.entities import Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
-from pipeline.names import PARENT_TAG
+from pipeline.names import PARENT_TAG, TRIAL_TAG
 from pipeline.settings import ObjectiveConfig
 from pipeline.tracking import store
 from pipeline.tracking.outage import TrackingOutage, backoff, first_line, unreachable
@@ -60,7 +60,7 @@ def find_trial_run(
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`optuna.trial_number` = '{number}'"
+            f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{number}'"
         ),
         max_results=5,
         order_by=["attributes.start_time ASC"],
