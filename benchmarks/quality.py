@@ -174,7 +174,7 @@ def main() -> None:
     from pipeline import entry
     from pipeline.tracking import store
 
-    entry.import_tensorflow_quietly()
+    entry.import_tensorflow_quietly(None)  # every graph compiled: what is measured
     store.log_keras_model = lambda client, run_id, model: None  # not what is measured here
     import optuna
 

@@ -10,8 +10,12 @@ best value of each study. `--compare-population 4` runs the same sweep again wit
 population for the study seeds `--seeds`, and prints both studies' best values and their
 medians (more trials in flight must not buy speed with search quality). `--long N` instead runs
 one N-trial value study of short trials and prints the worker's RSS after 100 trials and at N.
+`--compare-cache` runs `python -m pipeline.sweep` twice as new processes, in two fresh stores
+sharing one compile cache (`train.compile_cache`): cold, then warm (a repeated sweep); it prints
+both wall times and how many graphs the second process loaded instead of compiling.
 
     python benchmarks/sweep.py [--trials 50] [--compare-population 4 --seeds 0 1 2] [--long 1000]
+    python benchmarks/sweep.py --compare-cache [--trials 50]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -43,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compare-population", type=int, help="also sweep with this population")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="study seeds")
     parser.add_argument("--long", type=int, help="one study of this many short trials: RSS")
+    parser.add_argument("--compare-cache", action="store_true", help="cold, then warm cache")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     return parser.parse_args()
 
@@ -164,6 +170,35 @@ def long_study(args: argparse.Namespace, workdir: Path) -> None:
           f"after {args.long} trials {marks[args.long]:.0f} MB")  # fmt: skip
 
 
+def compare_cache(args: argparse.Namespace, workdir: Path) -> None:
+    """The same sweep as two new processes sharing a compile cache: cold, then warm."""
+    cache = workdir / "xla-cache"
+    overrides = [f"study.n_trials={args.trials}", f"train.compile_cache={cache}", *args.overrides]
+    # TF's own log line for each graph loaded from the cache (one source file's verbose log).
+    logged = {"TF_CPP_MIN_LOG_LEVEL": "0", "TF_CPP_VMODULE": "device_executable_persistor=1"}
+    walls = {}
+    for label in ("cold", "warm"):
+        root = workdir / label
+        root.mkdir()
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.sweep", *overrides],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(REPO), **logged},
+            capture_output=True,
+            text=True,
+        )
+        walls[label] = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.exit(f"the {label} sweep exited with {done.returncode}:\n{done.stderr[-2000:]}")
+        loaded = done.stderr.count("Loading cached entry")
+        entries = len(list(cache.glob("*/*.pb")))
+        print(f"{label}: {walls[label]:.1f} s wall (a new process, imports included); "
+              f"{loaded} graphs loaded from the cache, {entries} in it", flush=True)  # fmt: skip
+    print(f"repeated sweep, warm cache against cold: {walls['cold'] / walls['warm']:.2f}x "
+          f"({walls['cold'] - walls['warm']:.1f} s less)")  # fmt: skip
+
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -177,6 +212,8 @@ def main() -> None:
     try:
         if args.long:
             long_study(args, workdir)
+        elif args.compare_cache:
+            compare_cache(args, workdir)
         elif args.compare_population is not None:
             compare(args, workdir)
         else:

@@ -198,7 +198,7 @@ def main() -> None:
     args = parse_args()
     from pipeline import entry
 
-    entry.import_tensorflow_quietly()
+    entry.import_tensorflow_quietly(None)  # every graph compiled: what is measured
     from pipeline.tracking import store
 
     bench = Bench(args)

@@ -57,7 +57,7 @@ def setup(args: argparse.Namespace) -> tuple:
     """TensorFlow with `--threads` threads, the post's data and its network's initial weights."""
     from pipeline.entry import import_tensorflow_quietly
 
-    import_tensorflow_quietly(threads=args.threads)  # pools are sized before the first op
+    import_tensorflow_quietly(None, threads=args.threads)  # no cache: first calls compile
     with _quiet_stderr():  # Keras' own start-up chatter
         import keras
         import tensorflow as tf

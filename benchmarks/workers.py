@@ -114,7 +114,7 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     """One plain process of the bound: compile its graphs, wait for the others, time its share."""
     from pipeline import entry
 
-    entry.import_tensorflow_quietly()
+    entry.import_tensorflow_quietly(None)  # every graph compiled: what is measured
     from pipeline.core.data import make_dataset
     from pipeline.core.model import seeded_weights
     from pipeline.core.problems import shipped

@@ -41,7 +41,7 @@ def run_exit_handlers() -> None:
     atexit._run_exitfuncs()
 
 
-def import_tensorflow_quietly(threads: int = 1) -> None:
+def import_tensorflow_quietly(compile_cache: str | None, threads: int = 1) -> None:
     """Import TensorFlow with its C++ start-up chatter (CUDA probing, oneDNN notes) silenced.
 
     TF 2.21 writes those lines to file descriptor 2 before its log level applies; they say
@@ -49,9 +49,15 @@ def import_tensorflow_quietly(threads: int = 1) -> None:
     `threads` sizes TF's thread pools (only possible before the first op runs). One is fastest
     for these small networks: with two, the same training took 5-70% longer, varying from
     process to process, and parallel workers would oversubscribe the cores.
+    `compile_cache` (`train.compile_cache`; None: off) is the directory of XLA's persistent
+    compilation cache, set up here because XLA reads its flags once (`core.compile_cache`).
     """
     if "tensorflow" in sys.modules:
         return
+    if compile_cache is not None:
+        from pipeline.core import compile_cache as cache
+
+        cache.enable(compile_cache)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)

@@ -101,6 +101,9 @@ class TrainConfig:
     learning_rate: float | None
     seed: int
     log_every: int
+    # XLA's persistent compilation cache (a directory; None: off): a later process loads the
+    # graphs an earlier one compiled (`pipeline.core.compile_cache`).
+    compile_cache: str | None
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,20 @@ def read_train(section: Mapping[str, Any]) -> TrainConfig:
         learning_rate=read_float(section, "train", "learning_rate", positive=True),
         seed=read_int(section, "train", "seed", minimum=0),
         log_every=read_int(section, "train", "log_every", minimum=1),
+        compile_cache=read_compile_cache(section),
     )
+
+
+def read_compile_cache(section: Mapping[str, Any]) -> str | None:
+    """`train.compile_cache`: a directory, or null to compile in every process."""
+    value = section.get("compile_cache")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("train.compile_cache", value, "must be a directory path, or null (off)")
+    if Path(value).exists() and not Path(value).is_dir():
+        raise ConfigError("train.compile_cache", value, "is a file; give a directory, or null")
+    return value
 
 
 def read_tracking(section: Mapping[str, Any]) -> TrackingConfig:

@@ -21,6 +21,7 @@ from pipeline.settings import (
     OBJECTIVES,
     ConfigError,
     TrainConfig,
+    read_compile_cache,
     read_data,
     read_int,
     read_objective,
@@ -55,6 +56,7 @@ def read_sweep_train(section: dict) -> TrainConfig:
         learning_rate=None,
         seed=read_int(section, "train", "seed", minimum=0),
         log_every=read_int(section, "train", "log_every", minimum=1),
+        compile_cache=read_compile_cache(section),
     )
 
 

@@ -74,7 +74,7 @@ def read_settings(cfg: DictConfig) -> RunSettings:
 
 def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     """Train one configuration with the compiled tape loop and log it as one MLflow run."""
-    entry.import_tensorflow_quietly()
+    entry.import_tensorflow_quietly(settings.train.compile_cache)
     from pipeline.core.model import build_model, initial_weights
     from pipeline.core.trainer import TrainSpec, train
 

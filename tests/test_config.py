@@ -95,7 +95,12 @@ def test_train_config_reads_into_settings(compose_cfg: ComposeFn, objective: str
     )
     assert settings.model == ModelConfig(hidden=(10, 10), activation="sigmoid")
     assert settings.train == TrainConfig(
-        epochs=10_000, optimizer="sgd", learning_rate=0.1, seed=0, log_every=50
+        epochs=10_000,
+        optimizer="sgd",
+        learning_rate=0.1,
+        seed=0,
+        log_every=50,
+        compile_cache="mlruns/xla-cache",
     )
     assert settings.tracking.uri == "sqlite:///mlruns/mlflow.db"
 
@@ -162,6 +167,7 @@ BAD_INPUTS = [
     ("data.n_colloc=201", "data.n_colloc"),  # its grid is the validation grid's cell midpoints
     ("data.resample=maybe", "data.resample"),
     ("problem.f=x**2", "problem.f"),  # problem=log's hand-written f' is not this f's
+    ("train.compile_cache=/dev/null", "train.compile_cache"),  # a file, not a directory
 ]
 
 
@@ -186,6 +192,7 @@ def test_bad_input_names_its_key(compose_cfg: ComposeFn, override: str, key: str
         "model.hidden=[1]",
         "train.learning_rate=1e-9",
         "objective=derivative",
+        "train.compile_cache=null",
     ],
 )
 def test_edge_of_allowed_input_is_accepted(compose_cfg: ComposeFn, override: str) -> None:

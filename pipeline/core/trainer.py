@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core import objectives
+from pipeline.core import compile_cache, objectives
 from pipeline.core.data import Dataset
 from pipeline.core.graph import compiled_chunk, note_first_call
 from pipeline.core.layout import Layout, pack, unpack
@@ -178,6 +178,7 @@ class Population:
             out = self._call(*args)
             self.compile_seconds += time.perf_counter() - started
             note_first_call(self._key, self.compile_seconds)
+            compile_cache.publish()
         else:
             out = self._call(*args)
         w, moments, history, alive, f, df, val_value, val_deriv = out

@@ -65,7 +65,7 @@ def outcomes(
             summary = summarize(handle.study) | {"best_run_id": best_run}
             found.append(StudyOutcome(handle, summary))
             continue
-        entry.import_tensorflow_quietly()
+        entry.import_tensorflow_quietly(settings.train.compile_cache)
         with recorder(settings) as idle:  # never started: there is nothing to record
             found.append(run_study(handle, settings, idle, progress=False))
     return found

@@ -63,7 +63,7 @@ def references(settings: SweepSettings, outcomes: list[StudyOutcome]) -> dict[st
     for objective, o in zip(settings.objectives, outcomes, strict=True):
         if get_objective(objective.name).points != "colloc":
             continue  # the baseline (trial 0) already is the post's network on the data points
-        entry.import_tensorflow_quietly()
+        entry.import_tensorflow_quietly(settings.train.compile_cache)
         found[o.objective] = value = reference_value(settings, objective)
         client = client or store.connect(settings.tracking)[0]
         client.log_metric(o.parent_run_id, METRIC, value)

@@ -119,7 +119,7 @@ def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: An
     raise_on_sigterm()
     code = 0
     try:
-        entry.import_tensorflow_quietly()
+        entry.import_tensorflow_quietly(settings.train.compile_cache)
         prepared.wait()
         _worker_studies(settings, index, working)
     except Terminated:
@@ -225,7 +225,7 @@ def run_sweep(settings: SweepSettings) -> int:
     except ConfigError as error:
         entry.fail(error)
     if settings.study.n_workers == 1:  # with more, only the worker processes train
-        entry.import_tensorflow_quietly()
+        entry.import_tensorflow_quietly(settings.train.compile_cache)
     from pipeline.sweeping.stopping import Terminated, TooManyFailures, raise_on_sigterm
     from pipeline.sweeping.worker import run_study
     from pipeline.tracking.outage import TrackingOutage
