@@ -3,8 +3,10 @@ process with the same results, quiet, and never left half-written for another pr
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +121,32 @@ def test_a_later_process_loads_the_graph_and_trains_the_same(tmp_path: Path) -> 
     assert "Loading cached entry" in logged.stderr
     assert logged.stdout == cold.stdout
     assert sorted(shared.glob("*.pb")) == entries
+
+
+@pytest.mark.usefixtures("fresh_state")
+def test_a_cache_that_cannot_be_written_warns_and_training_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache's directory would go")
+    assert compile_cache.enable(blocked) is None
+    assert "persistent_cache_directory=/x" in os.environ["TF_XLA_FLAGS"]  # left as it was
+    assert capsys.readouterr().err.startswith(f"warning: train.compile_cache={blocked}: ")
+    assert compile_cache.publish() == []
+
+
+@pytest.mark.usefixtures("fresh_state")
+def test_publish_on_a_full_disk_does_not_stop_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = compile_cache.enable(tmp_path)
+    private = Path(os.environ["TF_XLA_FLAGS"].split("=")[-1])
+    (private / "new.pb").write_bytes(b"compiled here")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "link", full)
+    monkeypatch.setattr(shutil, "copyfile", full)
+    assert compile_cache.publish() == []
+    assert not (shared / "new.pb").exists()

@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import socket
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -48,22 +49,28 @@ def _tensorflow_version() -> str:
     return "unknown"
 
 
-def enable(directory: str | os.PathLike) -> Path:
+def enable(directory: str | os.PathLike) -> Path | None:
     """Point this process's XLA at a private view of the shared cache under `directory`.
 
     Must run before TensorFlow is imported (XLA reads TF_XLA_FLAGS once). Sets
     TF_CPP_MIN_LOG_LEVEL to 3 unless it is set: TF logs every cache load at ERROR level
     ("Error parsing text-format", a CPU-feature note) although the load succeeds.
-    Returns the shared directory for this TensorFlow and CPU.
+    Returns the shared directory for this TensorFlow and CPU, or None (with a warning) where
+    it cannot be written: the cache saves time, and its absence must not stop training.
     """
     shared = Path(directory).resolve() / machine_key()
-    shared.mkdir(parents=True, exist_ok=True)
-    _remove_dead_views(shared)
     private = shared / f"{_PRIVATE_PREFIX}{socket.gethostname()}-{os.getpid()}"
-    shutil.rmtree(private, ignore_errors=True)
-    private.mkdir()
-    for entry in shared.glob("*.pb"):
-        _place(entry, private / entry.name)
+    try:
+        shared.mkdir(parents=True, exist_ok=True)
+        _remove_dead_views(shared)
+        shutil.rmtree(private, ignore_errors=True)
+        private.mkdir()
+        for entry in shared.glob("*.pb"):
+            _place(entry, private / entry.name)
+    except OSError as error:
+        print(f"warning: train.compile_cache={directory}: {error}; compiling in this process "
+              "without the cache", file=sys.stderr)  # fmt: skip
+        return None
     flags = [f for f in os.environ.get("TF_XLA_FLAGS", "").split() if not f.startswith(FLAG)]
     os.environ["TF_XLA_FLAGS"] = " ".join([*flags, f"{FLAG}={private}"])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -82,10 +89,13 @@ def publish() -> list[str]:
         return []
     shared, private = _state["shared"], _state["private"]
     added = []
-    for entry in private.glob("*.pb"):
-        target = shared / entry.name
-        if not target.exists() and _place(entry, target):
-            added.append(entry.name)
+    try:
+        for entry in private.glob("*.pb"):
+            target = shared / entry.name
+            if not target.exists() and _place(entry, target):
+                added.append(entry.name)
+    except OSError:  # the cache was removed or filled its disk: training goes on without it
+        pass
     return added
 
 
