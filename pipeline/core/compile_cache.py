@@ -68,6 +68,7 @@ def enable(directory: str | os.PathLike) -> Path | None:
         for entry in shared.glob("*.pb"):
             _place(entry, private / entry.name)
     except OSError as error:
+        shutil.rmtree(private, ignore_errors=True)
         print(f"warning: train.compile_cache={directory}: {error}; compiling in this process "
               "without the cache", file=sys.stderr)  # fmt: skip
         return None
