@@ -143,8 +143,9 @@ def time_population(args: argparse.Namespace, data, start) -> dict[str, float]:
 
     crowd: dict[str, float] = {}
     for objective in ("value", "derivative"):
+        layout = Layout.exact([10, 10], "sigmoid", "sgd")
         crowd[objective], compile_s = _population_us(
-            Population, Layout.exact([10, 10], "sigmoid"), NetworkSpec, data, start, objective, args
+            Population, layout, NetworkSpec, data, start, objective, args
         )
         print(
             f"ours  {objective:<10} population of {args.population}: "

@@ -44,7 +44,7 @@ def validation_errors_of(
 ) -> tuple[float, float]:
     """One network's (value, derivative) validation MSEs on `data`'s validation grid, as it is."""
     hidden = [len(b) for b in weights[1:-2:2]]
-    layout = Layout.exact(hidden, activation)
+    layout = Layout.exact(hidden, activation, "sgd")  # the rule plays no part in f or f'
     w, net = stacked([weights], [activation], layout)
     f, df = value_and_slope(w, *net, per_slot(data.x_val, 1), layout.activations)
     value_mse, deriv_mse = validation_errors(f, df, data.y_val[None], data.dy_val[None])

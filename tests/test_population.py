@@ -17,7 +17,7 @@ from pipeline.core.layout import Layout
 from pipeline.core.model import seeded_weights
 from pipeline.core.trainer import Population, TrainResult, TrainSpec, train
 
-LAYOUT = Layout(depth=3, width=24, activations=("sigmoid", "tanh", "softplus"))
+LAYOUT = Layout(3, 24, ("sigmoid", "tanh", "softplus"), ("sgd", "adam"))
 REPORT_EVERY = 100
 # (hidden, activation, optimizer, learning rate, epochs): mixed depths, rules and lengths.
 NETWORKS = [
@@ -123,3 +123,16 @@ def test_a_diverging_slot_stops_alone(dataset: Dataset) -> None:
                   seeded_weights((10, 10), 0), dataset)  # fmt: skip
     np.testing.assert_allclose(healthy.history_loss, alone.history_loss, rtol=2e-4)
     assert population.free() == [0, 1] and not population.busy()
+
+
+def test_a_graph_of_one_update_rule_refuses_the_other(dataset: Dataset) -> None:
+    # A layout of one rule compiles only that rule (a single run's graph); a network that
+    # needs the other is refused rather than trained with the wrong one.
+    sgd_only = Layout(2, 10, ("sigmoid",), ("sgd",))
+    assert sgd_only.holds((10, 10), "sigmoid", "sgd")
+    assert not sgd_only.holds((10, 10), "sigmoid", "adam")
+    crowd = Population(sgd_only, 1, dataset, "value", 0.0, 0.0, REPORT_EVERY, 50)
+    adam = train_spec("sigmoid", "adam", 1e-3, 100)
+    with pytest.raises(ValueError, match="optimizer adam"):
+        crowd.start(0, seeded_weights((10, 10), 0), adam)
+    assert crowd.free() == [0]

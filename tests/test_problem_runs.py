@@ -40,7 +40,7 @@ def _mse(a: tf.Tensor, b: np.ndarray) -> float:
 
 def _f_and_slope(weights: list[np.ndarray], x: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
     """f and f' of one tanh network at x, as the trainer computes them (one slot)."""
-    layout = Layout.exact(HIDDEN, "tanh")
+    layout = Layout.exact(HIDDEN, "tanh", "sgd")
     w, net = stacked([weights], ["tanh"], layout)
     f, df = value_and_slope(w, *net, per_slot(x, 1), layout.activations)
     return f[0], df[0]

@@ -19,6 +19,8 @@ from pipeline.sweeping.space import (
     SearchSpace,
     as_params,
     contains,
+    layout_for,
+    layouts,
     read_search,
     suggest,
 )
@@ -135,3 +137,12 @@ def test_read_search_accepts_every_known_choice_and_deduplicates() -> None:
     assert space.optimizer == tuple(OPTIMIZERS)
     single = read_search(default_section() | {"activation": "tanh"})
     assert single.activation == ("tanh",)
+
+
+def test_layouts_compile_only_the_rules_the_space_samples() -> None:
+    adam_only = default_space(optimizer=("adam",))
+    assert [lay.optimizers for lay in layouts(adam_only)] == [("adam",), ("adam",)]
+    assert [lay.optimizers for lay in layouts(default_space())] == [("sgd", "adam")] * 2
+    # The post's network trains with SGD (the reference line), so it gets a graph of its own.
+    assert layout_for(adam_only, BASELINE).optimizers == ("sgd",)
+    assert layout_for(default_space(), BASELINE) == layouts(default_space())[0]

@@ -254,7 +254,7 @@ def test_on_report_true_at_the_last_chunk_is_not_an_early_stop(
 
 
 # The sweep's kind of layout: deeper and wider than these networks, every activation.
-SHARED = Layout(depth=4, width=40, activations=("sigmoid", "tanh", "softplus"))
+SHARED = Layout(4, 40, ("sigmoid", "tanh", "softplus"), ("sgd", "adam"))
 
 
 @pytest.mark.parametrize("objective", ["value", "derivative"])

@@ -2,8 +2,8 @@
 
 Epochs run in a graph `while_loop` (no Python per epoch); every slot's loss, update and stop
 (planned epochs, divergence) are data, so one graph serves every network of a layout. Graphs
-are cached per (activations, slope term); XLA compiles one per set of input shapes. Imports
-neither MLflow nor Optuna.
+are cached per (activations, update rules, slope term); XLA compiles one per set of input
+shapes. Imports neither MLflow nor Optuna.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from pipeline.core.optimizers import apply_gradients
 
 
 @functools.cache
-def compiled_chunk(activations: tuple[str, ...], slope: bool) -> Callable:
+def compiled_chunk(activations: tuple[str, ...], rules: tuple[str, ...], slope: bool) -> Callable:
     """The graph that runs up to `capacity` epochs of every slot, then scores validation.
 
-    Cached per (activations it can switch between, whether the loss has a slope term); XLA
-    compiles it once per set of input shapes, i.e. per (layout, population size, points).
+    Cached per (activations it can switch between, update rules its slots use, whether the
+    loss has a slope term); XLA compiles it once per set of input shapes, i.e. per (layout,
+    population size, points).
     """
 
     def losses_of(weights, net, x, y, dy, y0, loss_weights):
@@ -50,7 +51,7 @@ def compiled_chunk(activations: tuple[str, ...], slope: bool) -> Callable:
             finite = tf.math.is_finite(loss)
             step = tf.cast(done + i + 1, tf.float32)
             update = tf.logical_and(live, finite)
-            w, s = apply_gradients(w, grads, s, lr, step, use_adam, update)
+            w, s = apply_gradients(w, grads, s, lr, step, use_adam, update, rules)
             alive = tf.logical_and(alive, tf.logical_or(finite, tf.logical_not(live)))
             return i + 1, w, s, history.write(i, loss), alive
 
@@ -70,7 +71,7 @@ def graphs_compiled() -> int:
     )
 
 
-_KEYS_SEEN: set[tuple[tuple[str, ...], bool]] = set()
+_KEYS_SEEN: set[tuple[tuple[str, ...], tuple[str, ...], bool]] = set()
 _FIRST_CALLS = [0.0]
 
 
@@ -80,7 +81,7 @@ def compile_seconds() -> float:
     return _FIRST_CALLS[0]
 
 
-def note_first_call(key: tuple[tuple[str, ...], bool], seconds: float) -> None:
+def note_first_call(key: tuple[tuple[str, ...], tuple[str, ...], bool], seconds: float) -> None:
     """Count a graph's key and the seconds of its first call (trace, compile, one chunk)."""
     _KEYS_SEEN.add(key)
     _FIRST_CALLS[0] += seconds

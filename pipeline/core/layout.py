@@ -23,19 +23,24 @@ N_STACKS = 6
 
 @dataclass(frozen=True)
 class Layout:
-    """The static shape of a compiled graph: the deepest and widest network, the activations."""
+    """The static shape of a compiled graph: the deepest and widest network, the activations
+    and the update rules (SGD, Adam) its slots may use; a graph computes only those."""
 
     depth: int
     width: int
     activations: tuple[str, ...]
+    optimizers: tuple[str, ...]
 
     @classmethod
-    def exact(cls, hidden: Sequence[int], activation: str) -> Layout:
+    def exact(cls, hidden: Sequence[int], activation: str, optimizer: str) -> Layout:
         """The smallest layout holding this one network (what a single run compiles)."""
-        return cls(len(hidden), max(hidden), (activation,))
+        return cls(len(hidden), max(hidden), (activation,), (optimizer,))
 
-    def holds(self, hidden: Sequence[int], activation: str) -> bool:
-        """Whether a network with these hidden widths and activation fits this layout."""
+    def holds(self, hidden: Sequence[int], activation: str, optimizer: str) -> bool:
+        """Whether a network with these hidden widths, activation and rule fits this layout."""
+        return self._fits(hidden, activation) and optimizer in self.optimizers
+
+    def _fits(self, hidden: Sequence[int], activation: str) -> bool:
         return (
             1 <= len(hidden) <= self.depth
             and max(hidden) <= self.width
@@ -61,7 +66,7 @@ class Packed:
 def pack(layout: Layout, weights: Sequence[np.ndarray], activation: str) -> Packed:
     """Pad [kernel0, bias0, ..., kernel_out, bias_out] of one network into a slot of `layout`."""
     hidden = [np.shape(b)[0] for b in weights[1:-2:2]]
-    if not layout.holds(hidden, activation):
+    if not layout._fits(hidden, activation):
         raise ValueError(f"network {hidden} {activation} does not fit {layout}")
     shapes, dtype = layout.shapes(1), np.result_type(*weights)
     padded = [np.zeros(s[1:], dtype) for s in shapes]

@@ -5,9 +5,9 @@ optimizer, learning rate, initial weights, epoch count) inside one compiled grap
 `Layout` is the largest network it serves. Epochs run in a graph `while_loop` in chunks of
 `report_every`; between chunks every slot reports, and a caller may stop a slot (pruning) or
 refill a finished one with a new network. A slot's result equals training that network alone.
-The graph (`pipeline.core.graph`) is cached per (activations, slope term): a sweep compiles one per
-layout and objective kind. `train` runs one network (a population of one). Imports neither
-MLflow nor Optuna.
+The graph (`pipeline.core.graph`) is cached per (activations, update rules, slope term): a
+sweep compiles one per layout and objective kind. `train` runs one network (a population of
+one). Imports neither MLflow nor Optuna.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class Population:
     ) -> None:
         chosen = objectives.get(objective)
         weights = chosen.weights(anchor_weight, deriv_weight)
-        self._key = (layout.activations, weights.needs_slope)
+        self._key = (layout.activations, layout.optimizers, weights.needs_slope)
         self._fn, self._call = compiled_chunk(*self._key), None
         self.layout, self.size, self.data = layout, size, data
         self.report_every, self.log_every = report_every, log_every
@@ -116,6 +116,8 @@ class Population:
     def start(self, k: int, weights: Sequence[np.ndarray], spec: NetworkSpec) -> None:
         """Put a network (its initial weights) and its optimizer settings into free slot `k`."""
         assert self._slots[k] is None, f"slot {k} is taken"
+        if spec.optimizer not in self.layout.optimizers:
+            raise ValueError(f"optimizer {spec.optimizer} is not one of {self.layout}'s")
         packed = pack(self.layout, weights, spec.activation)
         for stack, value in zip(self._w, packed.weights, strict=True):
             stack[k] = value
@@ -255,7 +257,7 @@ def train(
     train it; results are unchanged.
     """
     hidden = [int(np.shape(b)[0]) for b in weights[1:-2:2]]
-    layout = layout or Layout.exact(hidden, spec.activation)
+    layout = layout or Layout.exact(hidden, spec.activation, spec.optimizer)
     population = Population(
         layout,
         1,

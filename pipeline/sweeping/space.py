@@ -100,19 +100,20 @@ def layouts(space: SearchSpace) -> tuple[Layout, ...]:
     """The compiled graphs a study's trials share, smallest first: every network of the space
     fits the last. Two depths (shallow networks skip the deep graph's extra layers, about a
     third of a deep network's cost each), every width padded to the widest, every activation."""
-    deep = Layout(space.n_layers.high, space.units.high, space.activation)
+    deep = Layout(space.n_layers.high, space.units.high, space.activation, space.optimizer)
     if space.n_layers.high - space.n_layers.low < 2:
         return (deep,)
-    shallow = Layout((space.n_layers.low + space.n_layers.high) // 2, deep.width, deep.activations)
+    depth = (space.n_layers.low + space.n_layers.high) // 2
+    shallow = Layout(depth, deep.width, deep.activations, deep.optimizers)
     return (shallow, deep)
 
 
 def layout_for(space: SearchSpace, hp: Hyperparams) -> Layout:
     """The first of the space's layouts that holds `hp` (or `hp`'s own, outside the space)."""
     for layout in layouts(space):
-        if layout.holds(hp.hidden, hp.activation):
+        if layout.holds(hp.hidden, hp.activation, hp.optimizer):
             return layout
-    return Layout.exact(hp.hidden, hp.activation)
+    return Layout.exact(hp.hidden, hp.activation, hp.optimizer)
 
 
 def _range(section: Mapping[str, Any], key: str, integer: bool) -> IntRange | FloatRange:

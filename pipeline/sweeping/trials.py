@@ -122,7 +122,7 @@ class _Slots:
         when that population is full (the trial waits for a slot there)."""
         hp, ctx = flight.hp, self.ctx
         for p, crowd in enumerate(self.crowds):
-            if not crowd.layout.holds(hp.hidden, hp.activation):
+            if not crowd.layout.holds(hp.hidden, hp.activation, hp.optimizer):
                 continue
             if not crowd.free():
                 return False
