@@ -84,14 +84,26 @@ def test_publish_shares_new_entries_and_leaves_existing_ones(tmp_path: Path) -> 
     assert compile_cache.publish() == []
 
 
+@pytest.mark.parametrize(("given", "level"), [(None, "3"), ("2", "3"), ("3", "3"), ("0", "0")])
+@pytest.mark.usefixtures("fresh_state")
+def test_tf_logs_are_quiet_unless_someone_debugs_tf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str | None, level: str
+) -> None:
+    # The usual quiet setting (2) still shows ERROR lines, and TF writes one for every load.
+    if given is not None:
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", given)
+    compile_cache.enable(tmp_path)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == level
+
+
 def test_publish_without_a_cache_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compile_cache, "_state", {})
     assert compile_cache.publish() == []
 
 
 def _train(cache: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # enable sets it
-    env = {**base, "PYTHONPATH": str(REPO_ROOT), **env}
+    # As the tests' own subprocesses run: TF_CPP_MIN_LOG_LEVEL=2, the usual quiet setting.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **env}
     return subprocess.run(
         [sys.executable, "-c", TRAIN, str(cache)],
         capture_output=True,

@@ -99,3 +99,28 @@ def test_a_trial_no_worker_took_up_is_failed_retried_and_recorded(monkeypatch):
     assert study.trials[2].state == TrialState.WAITING  # the retry
     assert recorded == [(orphan.number, consistency.DIED)]
     assert lines == [f"trial {orphan.number}: no worker took it up; failed, retried" + KILLED]
+
+
+def test_a_trial_orphaned_at_the_end_is_retried_and_trained(tmp_path, monkeypatch):
+    """A worker whose `ask` was retried through a dropped connection leaves a second, RUNNING
+    trial nobody runs. Counted as running, it stops the worker one trial short; settling fails
+    it and enqueues its retry, which the worker then trains instead of leaving it WAITING."""
+    from sweeping import Stores, run_sweep_in
+
+    from pipeline.sweeping import consistency, worker
+
+    monkeypatch.setattr(consistency, "UNCLAIMED_AFTER_S", 0.0)
+    repair, orphaned = worker._repair, []
+
+    def repair_then_orphan(handle, record_failed, close_runs=False):
+        repair(handle, record_failed, close_runs)
+        finished = handle.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if len(finished) == 2 and not orphaned:
+            orphaned.append(handle.study.ask().number)  # asked, never claimed
+
+    monkeypatch.setattr(worker, "_repair", repair_then_orphan)
+    assert run_sweep_in(tmp_path, [*sweeps.SMALL, "study.n_trials=3"], log_model=False) == 0
+    states = [t.state for t in Stores(tmp_path).study("log-value").trials]
+    assert states[orphaned[0]] == TrialState.FAIL
+    assert states.count(TrialState.WAITING) == 0
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 3

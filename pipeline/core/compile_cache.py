@@ -52,9 +52,10 @@ def _tensorflow_version() -> str:
 def enable(directory: str | os.PathLike) -> Path | None:
     """Point this process's XLA at a private view of the shared cache under `directory`.
 
-    Must run before TensorFlow is imported (XLA reads TF_XLA_FLAGS once). Sets
-    TF_CPP_MIN_LOG_LEVEL to 3 unless it is set: TF logs every cache load at ERROR level
-    ("Error parsing text-format", a CPU-feature note) although the load succeeds.
+    Must run before TensorFlow is imported (XLA reads TF_XLA_FLAGS once). TF logs every
+    cache load at ERROR level ("Error parsing text-format", a CPU-feature note) although the
+    load succeeds, so TF_CPP_MIN_LOG_LEVEL becomes 3 unless it asks for more than the common
+    quiet 2 (0 or 1: someone debugging TF sees everything).
     Returns the shared directory for this TensorFlow and CPU, or None (with a warning) where
     it cannot be written: the cache saves time, and its absence must not stop training.
     """
@@ -74,7 +75,8 @@ def enable(directory: str | os.PathLike) -> Path | None:
         return None
     flags = [f for f in os.environ.get("TF_XLA_FLAGS", "").split() if not f.startswith(FLAG)]
     os.environ["TF_XLA_FLAGS"] = " ".join([*flags, f"{FLAG}={private}"])
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") not in ("0", "1"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     _state.update(shared=shared, private=private)
     atexit.register(shutil.rmtree, private, ignore_errors=True)
     return shared

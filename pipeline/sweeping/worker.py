@@ -204,9 +204,16 @@ def run_study(
         recorder.warm_up(ctx.data, settings.train.epochs)
     try:
         watch = Watch(handle.name, tracking, recorder)
-        _work(ctx, cfg, watch, record_failed, progress)
         settle = partial(_settle_others, handle, cfg, record_failed)
-        running = on_storage(handle.storage, settle)
+        while True:
+            before = on_storage(handle.storage, partial(finished_count, handle.study))
+            _work(ctx, cfg, watch, record_failed, progress)
+            running = on_storage(handle.storage, settle)
+            # Settling can fail an orphan (a trial asked twice while the storage dropped its
+            # connections) and enqueue its retry: this worker then trains that too.
+            after = on_storage(handle.storage, partial(finished_count, handle.study))
+            if running or after >= cfg.n_trials or after == before:
+                break
         recorder.drain(tracking.outage_timeout, tick=lambda: watch.check(tqdm.write))
     except BaseException as error:
         wind_down(error, handle, recorder, tracking.uri)
