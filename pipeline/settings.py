@@ -243,19 +243,25 @@ def read_model(section: Mapping[str, Any]) -> ModelConfig:
     )
 
 
-def read_train(section: Mapping[str, Any]) -> TrainConfig:
-    """Epochs, optimizer, learning rate, seed and history resolution."""
+def read_train(section: Mapping[str, Any], sampled: bool = False) -> TrainConfig:
+    """Epochs, optimizer, learning rate, seed and history resolution. `sampled` (a sweep, whose
+    trials sample their own optimizer and learning rate) leaves those two None, unread."""
+    epochs = read_int(section, "train", "epochs", minimum=1)
+    optimizer = learning_rate = None
+    if not sampled:
+        optimizer = read_choice(section, "train", "optimizer", OPTIMIZERS)
+        learning_rate = read_float(section, "train", "learning_rate", positive=True)
     return TrainConfig(
-        epochs=read_int(section, "train", "epochs", minimum=1),
-        optimizer=read_choice(section, "train", "optimizer", OPTIMIZERS),
-        learning_rate=read_float(section, "train", "learning_rate", positive=True),
+        epochs=epochs,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
         seed=read_int(section, "train", "seed", minimum=0),
         log_every=read_int(section, "train", "log_every", minimum=1),
-        compile_cache=read_compile_cache(section),
+        compile_cache=_read_compile_cache(section),
     )
 
 
-def read_compile_cache(section: Mapping[str, Any]) -> str | None:
+def _read_compile_cache(section: Mapping[str, Any]) -> str | None:
     """`train.compile_cache`: a directory, or null to compile in every process."""
     value = section.get("compile_cache")
     if value is None:

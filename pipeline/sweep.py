@@ -21,11 +21,10 @@ from pipeline.settings import (
     OBJECTIVES,
     ConfigError,
     TrainConfig,
-    read_compile_cache,
     read_data,
-    read_int,
     read_objective,
     read_tracking,
+    read_train,
 )
 from pipeline.sweeping.handle import SweepSettings
 from pipeline.sweeping.space import read_search
@@ -50,14 +49,7 @@ def read_sweep_train(section: dict) -> TrainConfig:
                 section[key],
                 f"a sweep samples it per trial: set search.{key} instead, e.g. {example}",
             )
-    return TrainConfig(
-        epochs=read_int(section, "train", "epochs", minimum=1),
-        optimizer=None,
-        learning_rate=None,
-        seed=read_int(section, "train", "seed", minimum=0),
-        log_every=read_int(section, "train", "log_every", minimum=1),
-        compile_cache=read_compile_cache(section),
-    )
+    return read_train(section, sampled=True)
 
 
 def read_settings(cfg: DictConfig) -> SweepSettings:
