@@ -42,22 +42,23 @@ def apply_gradients(
     network's epoch is the rule it does not use). SGD slots carry their moments unchanged.
     """
     n = len(weights)
-    alpha = learning_rate * tf.sqrt(1.0 - ADAM_BETA_2**step) / (1.0 - ADAM_BETA_1**step)
+    if "adam" in rules:
+        alpha = learning_rate * tf.sqrt(1.0 - ADAM_BETA_2**step) / (1.0 - ADAM_BETA_1**step)
     new_weights, firsts, seconds = [], [], []
     for w, g, m, v in zip(weights, grads, moments[:n], moments[n:], strict=True):
         keep = _per_slot(update, w)
-        sgd = w - _per_slot(learning_rate, w) * g
-        if "adam" not in rules:
-            new_weights.append(tf.where(keep, sgd, w))
+        if "adam" not in rules:  # SGD alone: the moments ride along unchanged
+            new_weights.append(tf.where(keep, w - _per_slot(learning_rate, w) * g, w))
             firsts.append(m)
             seconds.append(v)
             continue
         m_next = m + (g - m) * (1.0 - ADAM_BETA_1)
         v_next = v + (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
-        adam = w - m_next * _per_slot(alpha, w) / (tf.sqrt(v_next) + ADAM_EPSILON)
+        stepped = w - m_next * _per_slot(alpha, w) / (tf.sqrt(v_next) + ADAM_EPSILON)
         if "sgd" in rules:
-            adam = tf.where(_per_slot(use_adam, w), adam, sgd)
-        new_weights.append(tf.where(keep, adam, w))
+            sgd = w - _per_slot(learning_rate, w) * g
+            stepped = tf.where(_per_slot(use_adam, w), stepped, sgd)
+        new_weights.append(tf.where(keep, stepped, w))
         firsts.append(tf.where(keep, m_next, m))
         seconds.append(tf.where(keep, v_next, v))
     return new_weights, firsts + seconds
