@@ -65,8 +65,9 @@ class Bench:
         from pipeline.core.trainer import TrainSpec
 
         o, train = self.shipped_run.objective, self.shipped_run.train
-        return TrainSpec(activation, optimizer, lr, self.args.epochs, o.name, o.anchor_weight,
-                         o.deriv_weight, train.log_every, self.args.report_every)  # fmt: skip
+        return TrainSpec(activation, optimizer, lr, self.args.epochs, train.lr_decay, o.name,
+                         o.anchor_weight, o.deriv_weight, train.log_every,
+                         self.args.report_every)  # fmt: skip
 
     def train_one(self, config):
         from pipeline.core.model import seeded_weights
@@ -94,7 +95,8 @@ class Bench:
 
         hidden, activation, optimizer, lr = config
         epochs, problem = self.args.epochs, self.data.problem
-        return run_params(hidden, activation, optimizer, lr, epochs, 0, "value", problem)
+        decay = self.shipped_run.train.lr_decay
+        return run_params(hidden, activation, optimizer, lr, decay, epochs, 0, "value", problem)
 
     def record(self, run_id: str, config, result) -> None:
         from pipeline.tracking import store

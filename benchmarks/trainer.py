@@ -86,6 +86,7 @@ def setup(args: argparse.Namespace) -> tuple:
 def time_ours(args: argparse.Namespace, data, start) -> dict[str, float]:
     """Microseconds per epoch of one network per call, per objective (best of `--repeats`)."""
     from pipeline.core.trainer import TrainSpec, train
+    from pipeline.settings import CONSTANT_RATE
 
     ours: dict[str, float] = {}
     for objective in ("value", "derivative"):
@@ -94,6 +95,7 @@ def time_ours(args: argparse.Namespace, data, start) -> dict[str, float]:
             optimizer="sgd",
             learning_rate=0.1,
             epochs=args.epochs,
+            lr_decay=CONSTANT_RATE,  # the post's, as model.fit trains
             objective=objective,
             **POST_LOSS,
             report_every=args.report_every,

@@ -130,7 +130,8 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
         hp = Hyperparams(tuple(hidden), p["activation"], p["optimizer"], p["learning_rate"])
         loss = (o.name, o.anchor_weight, o.deriv_weight)
         schedule = (run.train.log_every, sweep.study.report_every)
-        spec = TrainSpec(hp.activation, hp.optimizer, hp.learning_rate, epochs, *loss, *schedule)
+        rate = (hp.learning_rate, epochs, sweep.train.lr_decay)
+        spec = TrainSpec(hp.activation, hp.optimizer, *rate, *loss, *schedule)
         jobs.append((spec, seeded_weights(hidden, 0), layout_for(space, hp)))
     start = time.perf_counter()
     for spec, weights, layout in jobs:  # compile every graph first: the bound is training alone

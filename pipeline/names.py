@@ -46,6 +46,8 @@ UNIFORM_PARAMS = (
     "optimizer",
     "learning_rate",
     LOG10_LEARNING_RATE,
+    "lr_decay_fraction",
+    "lr_decay_final",
     "epochs",
     "seed",
     "objective",

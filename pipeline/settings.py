@@ -92,6 +92,18 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class LrDecay:
+    """A learning-rate schedule: the rate holds, then over the last `fraction` of the epochs
+    falls along a half cosine to `final` x itself at the last epoch; fraction 0: constant."""
+
+    fraction: float
+    final: float
+
+
+CONSTANT_RATE = LrDecay(fraction=0.0, final=1.0)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Full-batch training: optimizer, learning rate, epochs, seed and history resolution.
     In a sweep the optimizer and learning rate are None: every trial samples its own."""
@@ -101,6 +113,8 @@ class TrainConfig:
     learning_rate: float | None
     seed: int
     log_every: int
+    # The sweep's trials decay their rate (the baseline and reference keep the post's constant one).
+    lr_decay: LrDecay
     # XLA's persistent compilation cache (a directory; None: off): a later process loads the
     # graphs an earlier one compiled (`pipeline.core.compile_cache`).
     compile_cache: str | None
@@ -257,8 +271,22 @@ def read_train(section: Mapping[str, Any], sampled: bool = False) -> TrainConfig
         learning_rate=learning_rate,
         seed=read_int(section, "train", "seed", minimum=0),
         log_every=read_int(section, "train", "log_every", minimum=1),
+        lr_decay=_read_lr_decay(section),
         compile_cache=_read_compile_cache(section),
     )
+
+
+def _read_lr_decay(section: Mapping[str, Any]) -> LrDecay:
+    """`train.lr_decay`: {fraction, final}, both in [0, 1]."""
+    decay = section.get("lr_decay")
+    if not isinstance(decay, Mapping):
+        raise ConfigError("train.lr_decay", decay, "must be a mapping {fraction: ..., final: ...}")
+    found = {key: read_float(decay, "train.lr_decay", key) for key in ("fraction", "final")}
+    meanings = {"fraction": "of the epochs that decay", "final": "x the rate at the last epoch"}
+    for key, meaning in meanings.items():
+        if not 0.0 <= found[key] <= 1.0:
+            raise ConfigError(f"train.lr_decay.{key}", found[key], f"must be in [0, 1] ({meaning})")
+    return CONSTANT_RATE if found["fraction"] == 0.0 else LrDecay(**found)
 
 
 def _read_compile_cache(section: Mapping[str, Any]) -> str | None:

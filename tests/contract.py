@@ -9,6 +9,8 @@ UNIFORM_PARAMS = (
     "optimizer",
     "learning_rate",
     "log10_learning_rate",
+    "lr_decay_fraction",
+    "lr_decay_final",
     "epochs",
     "seed",
     "objective",

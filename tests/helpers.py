@@ -13,6 +13,7 @@ from pipeline.core.data import Dataset
 from pipeline.core.layout import Layout, pack
 from pipeline.core.losses import validation_errors, value_and_slope
 from pipeline.core.trainer import TrainSpec
+from pipeline.settings import CONSTANT_RATE
 
 
 def tensors(arrays: Sequence[np.ndarray], dtype: tf.DType = tf.float32) -> list[tf.Tensor]:
@@ -53,6 +54,7 @@ def validation_errors_of(
 
 # What the trainer tests train with unless a test says otherwise: the value fit, unit weights.
 LOSS_AND_SCHEDULE = {
+    "lr_decay": CONSTANT_RATE,
     "objective": "value",
     "anchor_weight": 1.0,
     "deriv_weight": 1.0,

@@ -27,9 +27,9 @@ from pipeline.core.data import make_dataset
 from pipeline.core.model import seeded_weights
 from pipeline.core.problems import shipped
 from pipeline.core.trainer import TrainSpec, train
-from pipeline.settings import load
+from pipeline.settings import CONSTANT_RATE, load
 data = make_dataset(load("train").data, shipped("log"), 1.0)
-spec = TrainSpec("sigmoid", "sgd", 0.1, 200, "derivative", 1.0, 1.0, 50, 100)
+spec = TrainSpec("sigmoid", "sgd", 0.1, 200, CONSTANT_RATE, "derivative", 1.0, 1.0, 50, 100)
 result = train(spec, seeded_weights([10, 10], 0), data)
 print(repr(result.val_value_mse), repr(result.val_deriv_mse))
 """

@@ -10,9 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.settings import (
     CONF_DIR,
+    CONSTANT_RATE,
     OBJECTIVES,
     ConfigError,
     DataConfig,
+    LrDecay,
     ModelConfig,
     ObjectiveConfig,
     TrainConfig,
@@ -100,6 +102,7 @@ def test_train_config_reads_into_settings(compose_cfg: ComposeFn, objective: str
         learning_rate=0.1,
         seed=0,
         log_every=50,
+        lr_decay=CONSTANT_RATE,  # the post's constant rate
         compile_cache="mlruns/xla-cache",
     )
     assert settings.tracking.uri == "sqlite:///mlruns/mlflow.db"
@@ -117,9 +120,11 @@ def test_train_overrides_reach_settings(compose_cfg: ComposeFn) -> None:
             "data.n_train=2",
             "objective=derivative",
             "objective.anchor_weight=0",
+            "train.lr_decay.fraction=0.25",
         ],
     )
     s = read_settings(cfg)
+    assert s.train.lr_decay == LrDecay(fraction=0.25, final=0.01)
     assert s.model == ModelConfig(hidden=(32, 16, 8), activation="tanh")
     assert (s.train.optimizer, s.train.learning_rate, s.train.epochs) == ("adam", 0.003, 7)
     assert s.data.n_train == 2
@@ -168,6 +173,9 @@ BAD_INPUTS = [
     ("data.resample=maybe", "data.resample"),
     ("problem.f=x**2", "problem.f"),  # problem=log's hand-written f' is not this f's
     ("train.compile_cache=/dev/null", "train.compile_cache"),  # a file, not a directory
+    ("train.lr_decay.fraction=1.5", "train.lr_decay.fraction"),
+    ("train.lr_decay.final=-0.5", "train.lr_decay.final"),
+    ("train.lr_decay.final=abc", "train.lr_decay.final"),
 ]
 
 
@@ -193,6 +201,8 @@ def test_bad_input_names_its_key(compose_cfg: ComposeFn, override: str, key: str
         "train.learning_rate=1e-9",
         "objective=derivative",
         "train.compile_cache=null",
+        "train.lr_decay.fraction=1",
+        "train.lr_decay.final=0",
     ],
 )
 def test_edge_of_allowed_input_is_accepted(compose_cfg: ComposeFn, override: str) -> None:

@@ -16,6 +16,7 @@ from pipeline.core.graph import graphs_compiled
 from pipeline.core.layout import Layout
 from pipeline.core.model import seeded_weights
 from pipeline.core.trainer import Population, TrainResult, TrainSpec, train
+from pipeline.settings import CONSTANT_RATE, LrDecay
 
 LAYOUT = Layout(3, 24, ("sigmoid", "tanh", "softplus"), ("sgd", "adam"))
 REPORT_EVERY = 100
@@ -27,14 +28,17 @@ NETWORKS = [
     ((12, 6), "tanh", "sgd", 0.01, 250),  # a short last chunk
 ]
 LATE = ((9, 9, 9), "sigmoid", "adam", 1e-2, 200)  # refills the first slot that frees
+ADAM_DECAY = LrDecay(fraction=0.5, final=0.05)
 # Learning rates stay where training is smooth: at an unstable step (SGD 0.05 on the
 # derivative, say) float rounding in the padding is amplified and no tolerance holds.
 
 
 def _spec(net: tuple, objective: str) -> TrainSpec:
     _, activation, optimizer, lr, epochs = net
+    # Schedules are per slot too: the Adam networks decay their rates, the SGD ones keep theirs.
+    decay = ADAM_DECAY if optimizer == "adam" else CONSTANT_RATE
     return train_spec(activation, optimizer, lr, epochs, objective=objective, log_every=10,
-                     report_every=REPORT_EVERY)  # fmt: skip
+                     report_every=REPORT_EVERY, lr_decay=decay)  # fmt: skip
 
 
 def _population(data: Dataset, objective: str, stop: dict[int, int] | None = None) -> dict:

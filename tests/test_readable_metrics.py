@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.core.problems import shipped
 from pipeline.core.results import TrainResult
-from pipeline.settings import load
+from pipeline.settings import CONSTANT_RATE, load
 from pipeline.sweeping.study import make_storage, metric_name, open_study
 from pipeline.tracking.recording import final_metrics, run_params
 
@@ -55,9 +55,10 @@ def test_a_non_finite_or_zero_error_gets_no_log10_metric(bad: float) -> None:
 
 
 def test_run_params_carry_log10_learning_rate() -> None:
-    params = run_params([10, 10], "sigmoid", "sgd", 0.1, 100, 0, "value", shipped("log"))
+    log = shipped("log")
+    params = run_params([10, 10], "sigmoid", "sgd", 0.1, CONSTANT_RATE, 100, 0, "value", log)
     assert float(params["log10_learning_rate"]) == pytest.approx(-1.0)
-    params = run_params([8], "tanh", "adam", 3.2e-4, 100, 0, "value", shipped("log"))
+    params = run_params([8], "tanh", "adam", 3.2e-4, CONSTANT_RATE, 100, 0, "value", log)
     assert float(params["log10_learning_rate"]) == pytest.approx(math.log10(3.2e-4), abs=1e-6)
 
 

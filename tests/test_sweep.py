@@ -38,6 +38,7 @@ from pipeline.names import (
     STUDY_TAG,
     TRIAL_TAG,
 )
+from pipeline.settings import CONSTANT_RATE, load
 
 # ---------------------------------------------------------------------------------------------
 # End to end: both objectives, default sampler and pruner, a few short trials. The space is
@@ -45,6 +46,8 @@ from pipeline.names import (
 # study; the slow command-line test below runs the full default space.
 
 E2E_TRIALS, E2E_EPOCHS = 3, 400
+SWEEP_DECAY = load("sweep").train.lr_decay  # the sweep's default schedule: it decays
+assert SWEEP_DECAY != CONSTANT_RATE
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +114,10 @@ def test_every_trial_is_a_child_run_mirroring_its_optuna_trial(swept: Stores) ->
             assert params["activation"] == trial.params["activation"]
             assert params["optimizer"] == trial.params["optimizer"]
             assert float(params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
+            # The baseline keeps the post's constant rate; every other trial decays its own.
+            decay = CONSTANT_RATE if trial.user_attrs.get(BASELINE_ATTR) else SWEEP_DECAY
+            assert float(params["lr_decay_fraction"]) == decay.fraction
+            assert float(params["lr_decay_final"]) == decay.final
             loss = client.get_metric_history(run.info.run_id, "loss")
             steps = sorted(m.step for m in loss)
             assert len(steps) > 2 and steps[-1] == E2E_EPOCHS == int(metrics["epochs_run"])

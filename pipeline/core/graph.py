@@ -33,7 +33,7 @@ def compiled_chunk(activations: tuple[str, ...], rules: tuple[str, ...], slope: 
             f, df = forward(weights, *net, x, activations), None
         return slot_losses(f, df, y, dy, y0, loss_weights)
 
-    def chunk(weights, moments, net, lr, use_adam, done, n, capacity, loss_w, x, y, dy, y0, val):
+    def chunk(weights, moments, net, rates, use_adam, done, n, capacity, loss_w, x, y, dy, y0, val):
         # XLA fixes the history buffer's size at compile time: `capacity` (report_every) stays
         # the same for every call; each slot runs its own n[k] <= capacity epochs.
         history = tf.TensorArray(tf.float32, size=capacity, element_shape=n.shape)
@@ -51,6 +51,7 @@ def compiled_chunk(activations: tuple[str, ...], rules: tuple[str, ...], slope: 
             finite = tf.math.is_finite(loss)
             step = tf.cast(done + i + 1, tf.float32)
             update = tf.logical_and(live, finite)
+            lr = tf.gather(rates, i, axis=1)  # (K, capacity): each slot's rate per epoch
             w, s = apply_gradients(w, grads, s, lr, step, use_adam, update, rules)
             alive = tf.logical_and(alive, tf.logical_or(finite, tf.logical_not(live)))
             return i + 1, w, s, history.write(i, loss), alive

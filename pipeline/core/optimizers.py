@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
+
+from pipeline.settings import LrDecay
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Adam defaults
 
@@ -17,6 +20,17 @@ ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7  # keras.optimizers.Ad
 def init_moments(weights: Sequence[tf.Tensor]) -> list[tf.Tensor]:
     """Adam's first and second moments per weight, zero (SGD slots carry them unused)."""
     return [tf.zeros_like(w) for w in weights] + [tf.zeros_like(w) for w in weights]
+
+
+def learning_rates(rate: float, decay: LrDecay, epochs: int, first: int, count: int) -> np.ndarray:
+    """The rate at 1-based epochs first .. first+count-1 of a run of `epochs`: `rate` itself until
+    the last `decay.fraction` of the epochs, then a half cosine down to `decay.final` x rate at
+    the last epoch. Computed per chunk in NumPy: the compiled loop reads one column per epoch."""
+    epoch = np.arange(first, first + count, dtype=np.float64)
+    start = epochs * (1.0 - decay.fraction)
+    progress = np.clip((epoch - start) / max(epochs - start, 1.0), 0.0, 1.0)
+    factor = decay.final + (1.0 - decay.final) * 0.5 * (1.0 + np.cos(np.pi * progress))
+    return np.where(progress > 0.0, rate * factor, rate).astype(np.float32)
 
 
 def _per_slot(values: tf.Tensor, like: tf.Tensor) -> tf.Tensor:

@@ -23,17 +23,21 @@ from pipeline.core import compile_cache, objectives
 from pipeline.core.data import Dataset
 from pipeline.core.graph import compiled_chunk, note_first_call
 from pipeline.core.layout import Layout, pack, unpack
+from pipeline.core.optimizers import learning_rates
 from pipeline.core.results import Report, TrainResult
+from pipeline.settings import LrDecay
 
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """What one slot trains besides its initial weights: activation, optimizer, rate, epochs."""
+    """What one slot trains besides its initial weights: activation, optimizer, rate and its
+    schedule, epochs."""
 
     activation: str
     optimizer: str
     learning_rate: float
     epochs: int
+    lr_decay: LrDecay
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class _Slot:
 
     hidden: tuple[int, ...]
     lr: float
+    decay: LrDecay
     adam: bool
     epochs: int
     done: int = 0
@@ -127,7 +132,8 @@ class Population:
             stack[k] = value
         self._active[k], self._act[k] = packed.active, packed.activation
         hidden = tuple(int(np.shape(b)[0]) for b in weights[1:-2:2])
-        self._slots[k] = _Slot(hidden, spec.learning_rate, spec.optimizer == "adam", spec.epochs)
+        adam = spec.optimizer == "adam"
+        self._slots[k] = _Slot(hidden, spec.learning_rate, spec.lr_decay, adam, spec.epochs)
 
     def stop(self, k: int) -> None:
         """End slot `k`'s training early (pruned) before its planned epochs."""
@@ -153,7 +159,7 @@ class Population:
             self._w,
             self._moments,
             (self._masks, self._active, self._act),
-            np.array([s.lr if s else 0.0 for s in slots], np.float32),
+            self._rates(),
             np.array([bool(s and s.adam) for s in slots]),
             np.array([s.done if s else 0 for s in slots], np.int32),
             np.array(n, np.int32),
@@ -165,6 +171,14 @@ class Population:
             np.float32(self.data.anchor_y),
             self._val,
         ]
+
+    def _rates(self) -> np.ndarray:
+        """(K, report_every): each slot's learning rate at each epoch of the coming chunk."""
+        rates = np.zeros((self.size, self.report_every), np.float32)
+        for k, s in enumerate(self._slots):
+            if s is not None and not s.finished:
+                rates[k] = learning_rates(s.lr, s.decay, s.epochs, s.done + 1, self.report_every)
+        return rates
 
     def step(self) -> dict[int, Report]:
         """Train every busy slot one chunk; return each one's report (its slot then may be

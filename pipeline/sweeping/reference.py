@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pipeline.core.objectives import get as get_objective
-from pipeline.settings import ObjectiveConfig
+from pipeline.settings import CONSTANT_RATE, ObjectiveConfig
 from pipeline.sweeping.handle import SweepSettings
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def reference_value(settings: SweepSettings, objective: ObjectiveConfig) -> floa
         optimizer=BASELINE.optimizer,
         learning_rate=BASELINE.learning_rate,
         epochs=settings.train.epochs,
+        lr_decay=CONSTANT_RATE,  # the post's way
         objective=objective.name,
         anchor_weight=objective.anchor_weight,
         deriv_weight=objective.deriv_weight,

@@ -110,6 +110,8 @@ def parent_params(settings: SweepSettings, objective: ObjectiveConfig) -> dict[s
         "storage": redact(s.study.storage),
         "epochs": s.train.epochs,
         "seed": s.train.seed,
+        "lr_decay_fraction": s.train.lr_decay.fraction,  # every trial's but the baseline's
+        "lr_decay_final": s.train.lr_decay.final,
     }
     params |= {"problem": s.problem.name, "problem_f": s.problem.expression}
     params |= {"problem_df": s.problem.derivative, "problem_label": s.problem.label}

@@ -28,8 +28,8 @@ from pipeline.core.model import seeded_weights
 from pipeline.core.objectives import get as get_objective
 from pipeline.core.results import TrainResult
 from pipeline.core.trainer import NetworkSpec, Population
-from pipeline.names import REASON, WORKER_ATTR
-from pipeline.settings import ObjectiveConfig, TrainConfig
+from pipeline.names import BASELINE_ATTR, REASON, WORKER_ATTR
+from pipeline.settings import CONSTANT_RATE, LrDecay, ObjectiveConfig, TrainConfig
 from pipeline.sweeping.space import Hyperparams, SearchSpace, layouts, suggest
 from pipeline.sweeping.study import FINISHED, worker_id
 from pipeline.tracking.outage import on_storage, steady_beat
@@ -89,6 +89,7 @@ class _Flight:
     trial: optuna.Trial
     hp: Hyperparams | None
     params: dict[str, Any] = field(default_factory=dict)
+    decay: LrDecay = CONSTANT_RATE
     started: float = field(default_factory=time.time)
 
 
@@ -127,7 +128,8 @@ class _Slots:
             if not crowd.free():
                 return False
             k = crowd.free()[0]
-            spec = NetworkSpec(hp.activation, hp.optimizer, hp.learning_rate, ctx.train.epochs)
+            epochs = ctx.train.epochs
+            spec = NetworkSpec(hp.activation, hp.optimizer, hp.learning_rate, epochs, flight.decay)
             crowd.start(k, seeded_weights(hp.hidden, ctx.train.seed), spec)
             self.flights[(p, k)] = flight
             return True
@@ -193,18 +195,24 @@ def _fill(
         except Exception as error:  # a sampler's failure fails this trial, not the sweep
             yield _fail(ctx, _Flight(trial, None), error)
             continue
-        flight = _Flight(trial, hp, _params(ctx, hp, trial))
+        # The baseline is the post's recipe, constant rate included; the others decay theirs.
+        attrs = _steady(ctx, partial(getattr, trial, "user_attrs"))
+        decay = CONSTANT_RATE if attrs.get(BASELINE_ATTR) else ctx.train.lr_decay
+        flight = _Flight(trial, hp, _params(ctx, hp, trial, decay), decay)
         if not slots.place(flight):
             waiting.append(flight)
 
 
-def _params(ctx: TrialContext, hp: Hyperparams, trial: optuna.Trial) -> dict[str, Any]:
+def _params(
+    ctx: TrialContext, hp: Hyperparams, trial: optuna.Trial, decay: LrDecay
+) -> dict[str, Any]:
     """The params a trial's run carries: the uniform ones plus the sampled per-layer widths."""
     params = run_params(
         hp.hidden,
         hp.activation,
         hp.optimizer,
         hp.learning_rate,
+        decay,
         ctx.train.epochs,
         ctx.train.seed,
         ctx.objective.name,

@@ -19,7 +19,7 @@ from pipeline.core.data import Dataset
 from pipeline.core.objectives import get as get_objective
 from pipeline.core.problems import EXPR, Problem
 from pipeline.core.results import TrainResult
-from pipeline.settings import ObjectiveConfig
+from pipeline.settings import LrDecay, ObjectiveConfig
 from pipeline.tracking import store
 from pipeline.tracking.plots import Truth, save_run_plots
 
@@ -31,6 +31,7 @@ def run_params(
     activation: str,
     optimizer: str,
     learning_rate: float,
+    lr_decay: LrDecay,
     epochs: int,
     seed: int,
     objective: str,
@@ -48,6 +49,8 @@ def run_params(
         "learning_rate": learning_rate,
         # MLflow's charts have linear axes; learning rates span decades (sampled on a log scale).
         "log10_learning_rate": round(math.log10(learning_rate), 6),
+        "lr_decay_fraction": lr_decay.fraction,
+        "lr_decay_final": lr_decay.final,
         "epochs": epochs,
         "seed": seed,
         "objective": objective,
