@@ -3,6 +3,7 @@
     python benchmarks/quality.py                                   # the whole matrix (hours)
     python benchmarks/quality.py --problems log --objectives derivative --seeds 0
     python benchmarks/quality.py --problems log --objectives derivative --n-colloc 50 100 200
+    python benchmarks/quality.py --problems log --seeds 0 1 2 3 4 --set train.lr_decay.fraction=0
 
 Each cell is `python -m pipeline.sweep problem=<p> objective=<o> study.seed=<s>` (30 trials of
 10,000 epochs by default) run in-process in a fresh temporary store. Per cell it prints the
@@ -10,7 +11,8 @@ baseline (trial 0: the post's network trained on what the objective trains on), 
 (the post's network trained the post's way, on the data points), the best trial's value and both
 of its validation errors, and the ratios; then the medians over seeds, and the issue's targets for
 `log` where the cells to judge them ran. `--n-colloc` repeats every cell per collocation count:
-how the default `data.n_colloc` was chosen.
+how the default `data.n_colloc` was chosen; `--set train.lr_decay.fraction=...` is how the
+sweep's learning-rate decay was.
 """
 
 from __future__ import annotations

@@ -142,7 +142,11 @@ def make_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.Base
     options = {"seed": seed, **cfg.sampler_options}
     try:
         if cfg.sampler == "tpe":
-            return optuna.samplers.TPESampler(**options)
+            # The space is conditional (units_l1.. exist only for deeper networks): group=True
+            # lets TPE model each set of params that occur together, not each one alone.
+            # Measured (benchmarks/quality.py, 5 seeds): better on both objectives.
+            with experimental_quietly():
+                return optuna.samplers.TPESampler(**{"group": True, **options})
         if cfg.sampler == "random":
             return optuna.samplers.RandomSampler(**options)
         if cfg.sampler == "cmaes":
@@ -156,7 +160,7 @@ def make_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.Base
         raise ConfigError(
             "study.sampler.name", cfg.sampler, "needs PyTorch: pip install -e '.[gp]'"
         ) from None
-    except TypeError as error:
+    except (TypeError, ValueError) as error:  # an unknown option, or options that conflict
         raise ConfigError("study.sampler.options", cfg.sampler_options, str(error)) from None
 
 
