@@ -174,7 +174,9 @@ def report(args: argparse.Namespace, fit_us: float, ours: dict, crowd: dict) -> 
 
 def _population_us(population, layout, spec_type, data, start, objective, args) -> tuple:
     """Per network-epoch microseconds of `args.population` post networks trained at once."""
-    spec = spec_type("sigmoid", "sgd", 0.1, args.epochs)
+    from pipeline.settings import CONSTANT_RATE
+
+    spec = spec_type("sigmoid", "sgd", 0.1, args.epochs, CONSTANT_RATE)
     weights = POST_LOSS["anchor_weight"], POST_LOSS["deriv_weight"]
     crowd = population(
         layout,
