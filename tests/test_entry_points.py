@@ -98,8 +98,10 @@ def test_sweep_settings_keep_epochs_seed_and_log_every() -> None:
     from pipeline.sweep import read_sweep_train
 
     section = {"epochs": 7, "seed": 3, "log_every": 5, "optimizer": None, "learning_rate": None}
+    section["lr_decay"] = {"fraction": 0.4, "final": 0.1}
     train = read_sweep_train(section)
     assert (train.epochs, train.seed, train.log_every) == (7, 3, 5)
+    assert (train.lr_decay.fraction, train.lr_decay.final) == (0.4, 0.1)
     with pytest.raises(ConfigError) as caught:
         read_sweep_train({**section, "optimizer": "sgd"})
     assert caught.value.key == "train.optimizer"
