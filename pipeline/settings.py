@@ -113,7 +113,7 @@ class TrainConfig:
     learning_rate: float | None
     seed: int
     log_every: int
-    # The sweep's trials decay their rate (the baseline and reference keep the post's constant one).
+    # The learning-rate schedule (a sweep's baseline and reference keep the post's constant rate).
     lr_decay: LrDecay
     # XLA's persistent compilation cache (a directory; None: off): a later process loads the
     # graphs an earlier one compiled (`pipeline.core.compile_cache`).
