@@ -12,12 +12,19 @@ composes the config as `python -m pipeline.<name>` would.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config_values import (  # re-exported: the readers' one import for every layer
+    ConfigError,
+    read_bool,
+    read_choice,
+    read_float,
+    read_int,
+    required,
+)
 from pipeline.core.objectives import OBJECTIVES as REGISTRY
 
 if TYPE_CHECKING:
@@ -33,14 +40,6 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 OBJECTIVES = tuple(REGISTRY)
 ACTIVATIONS = ("sigmoid", "tanh", "softplus", "relu", "elu", "silu")
 OPTIMIZERS = ("sgd", "adam")
-
-
-class ConfigError(ValueError):
-    """A config value users typed is not allowed: names the key, the value and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        super().__init__(f"{key}={value}: {allowed}")
-        self.key, self.value, self.allowed = key, value, allowed
 
 
 @dataclass(frozen=True)
@@ -162,51 +161,6 @@ def load(config_name: str, overrides: Sequence[str] = ()) -> RunSettings | Sweep
     return _load(config_name, tuple(overrides))
 
 
-# --- readers: one per value kind, each raising ConfigError naming the full key ---------------
-
-
-def _get(section: Mapping[str, Any], prefix: str, key: str) -> tuple[str, Any]:
-    if key not in section or section[key] is None:
-        raise ConfigError(f"{prefix}.{key}", None, "a value is required")
-    return f"{prefix}.{key}", section[key]
-
-
-def read_int(section: Mapping[str, Any], prefix: str, key: str, minimum: int | None = None) -> int:
-    """An integer, optionally at least `minimum`."""
-    name, value = _get(section, prefix, key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, value, "must be an integer")
-    if minimum is not None and value < minimum:
-        raise ConfigError(name, value, f"must be an integer >= {minimum}")
-    return value
-
-
-def read_float(section: Mapping[str, Any], prefix: str, key: str, positive: bool = False) -> float:
-    """A finite number, optionally > 0."""
-    name, value = _get(section, prefix, key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(name, value, "must be a finite number")
-    if positive and value <= 0:
-        raise ConfigError(name, value, "must be a number > 0")
-    return float(value)
-
-
-def read_choice(section: Mapping[str, Any], prefix: str, key: str, allowed: tuple[str, ...]) -> str:
-    """One of `allowed`."""
-    name, value = _get(section, prefix, key)
-    if value not in allowed:
-        raise ConfigError(name, value, f"must be one of {', '.join(allowed)}")
-    return str(value)
-
-
-def read_bool(section: Mapping[str, Any], prefix: str, key: str) -> bool:
-    """true or false."""
-    name, value = _get(section, prefix, key)
-    if not isinstance(value, bool):
-        raise ConfigError(name, value, "must be true or false")
-    return value
-
-
 def read_data(section: Mapping[str, Any]) -> DataConfig:
     """Domain and sample counts. Where f and f' are defined is the problem's own check
     (`pipeline.core.problems`), so any finite domain is read here."""
@@ -245,7 +199,7 @@ def read_objective(section: Mapping[str, Any], allowed: tuple[str, ...]) -> Obje
 
 def read_model(section: Mapping[str, Any]) -> ModelConfig:
     """A non-empty list of positive layer widths and a known activation."""
-    name, hidden = _get(section, "model", "hidden")
+    name, hidden = required(section, "model", "hidden")
     if (
         not isinstance(hidden, list | tuple)
         or not hidden
@@ -303,13 +257,13 @@ def _read_compile_cache(section: Mapping[str, Any]) -> str | None:
 
 def read_tracking(section: Mapping[str, Any]) -> TrackingConfig:
     """An MLflow tracking URI MLflow can use (SQLite, a database, or a tracking server)."""
-    name, uri = _get(section, "tracking", "uri")
+    name, uri = required(section, "tracking", "uri")
     schemes = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql")
     if not isinstance(uri, str) or not uri.startswith(schemes):
         raise ConfigError(
             name, uri, "must be sqlite:///path.db, http(s)://host:port or a database URL"
         )
-    experiment = _get(section, "tracking", "experiment")[1]
+    experiment = required(section, "tracking", "experiment")[1]
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError("tracking.experiment", experiment, "must be a non-empty name")
     timeout = read_float(section, "tracking", "outage_timeout", positive=True)

@@ -68,3 +68,18 @@ def train_spec(
 ) -> TrainSpec:
     """A TrainSpec with the tests' usual loss and schedule, `changes` applied."""
     return TrainSpec(activation, optimizer, learning_rate, epochs, **(LOSS_AND_SCHEDULE | changes))
+
+
+def keras_fit(model, data: Dataset, optimizer, epochs: int) -> np.ndarray:
+    """The per-epoch losses of Keras `model.fit` on the data points, full batch, unshuffled: the
+    post's way, which our trainer must match."""
+    model.compile(optimizer=optimizer, loss="mse")
+    fit = model.fit(
+        data.x_train,
+        data.y_train,
+        epochs=epochs,
+        batch_size=len(data.x_train),
+        shuffle=False,
+        verbose=0,
+    )
+    return np.asarray(fit.history["loss"])

@@ -10,15 +10,13 @@ from dataclasses import replace
 import keras
 import numpy as np
 import pytest
-from helpers import train_spec, validation_errors_of
+from helpers import keras_fit, train_spec, validation_errors_of
 
 from pipeline.core.data import Dataset
 from pipeline.core.graph import graphs_compiled
 from pipeline.core.layout import Layout
 from pipeline.core.model import build_model, initial_weights
-from pipeline.core.optimizers import learning_rates
 from pipeline.core.trainer import Report, TrainResult, TrainSpec, train
-from pipeline.settings import CONSTANT_RATE, LrDecay
 
 # XLA compiles a graph per (activations, slope term, layout, chunk length), ~1 s each; the
 # specs below share chunk lengths to keep the suite fast.
@@ -37,29 +35,13 @@ CAPABLE_HIDDEN = (32, 32)
 KERAS_EPOCHS = 100  # model.fit costs ~20-35 ms per epoch
 
 
-def _keras_fit(
-    model: keras.Model, data: Dataset, optimizer: keras.optimizers.Optimizer
-) -> np.ndarray:
-    """The per-epoch losses of `model.fit` on the data points, full batch, as the post trains."""
-    model.compile(optimizer=optimizer, loss="mse")
-    fit = model.fit(
-        data.x_train,
-        data.y_train,
-        epochs=KERAS_EPOCHS,
-        batch_size=len(data.x_train),
-        shuffle=False,
-        verbose=0,
-    )
-    return np.asarray(fit.history["loss"])
-
-
 def test_value_fit_matches_keras_model_fit(dataset: Dataset) -> None:
     model = build_model([10, 10], "sigmoid", seed=0)
     start = initial_weights(model)
     spec = train_spec("sigmoid", "sgd", 0.1, KERAS_EPOCHS, log_every=1, report_every=KERAS_EPOCHS)
     ours = train(spec, start, dataset)
 
-    keras_loss = _keras_fit(model, dataset, keras.optimizers.SGD(learning_rate=0.1))
+    keras_loss = keras_fit(model, dataset, keras.optimizers.SGD(learning_rate=0.1), KERAS_EPOCHS)
 
     # model.fit reports each epoch's loss before that epoch's update, like our history.
     # Measured: the curves agree to 4e-7 (relative) over 200 epochs; the post asks "a few %".
@@ -69,47 +51,6 @@ def test_value_fit_matches_keras_model_fit(dataset: Dataset) -> None:
     for got, expected in zip(ours.weights, model.get_weights(), strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-4)
     assert keras_loss[-1] < 0.2 * keras_loss[0]  # it learned: the curves are not flat
-
-
-def test_learning_rates_hold_then_fall_along_a_half_cosine() -> None:
-    decay = LrDecay(fraction=0.3, final=0.01)
-    rates = learning_rates(0.2, decay, 1000, 1, 1000)
-    assert (rates[:700] == np.float32(0.2)).all()  # epochs 1..700 keep the rate exactly
-    assert (np.diff(rates[699:]) < 0).all()
-    assert rates[849] == pytest.approx(0.2 * (0.01 + 0.99 * 0.5))  # epoch 850: half way down
-    assert rates[-1] == pytest.approx(0.2 * 0.01)  # the last epoch: final x the rate
-    chunks = [learning_rates(0.2, decay, 1000, first, 300) for first in (1, 301, 601, 901)]
-    np.testing.assert_array_equal(np.concatenate(chunks)[:1000], rates)
-    assert (learning_rates(0.2, CONSTANT_RATE, 1000, 1, 1000) == np.float32(0.2)).all()
-
-
-class _Rates(keras.optimizers.schedules.LearningRateSchedule):
-    """Keras's schedule holding our rates: optimizer iteration i (0-based) is epoch i + 1."""
-
-    def __init__(self, rates: np.ndarray) -> None:
-        self.rates = keras.ops.convert_to_tensor(rates)
-
-    def __call__(self, step):
-        return keras.ops.take(self.rates, step)
-
-
-def test_decayed_rate_matches_keras_model_fit_with_the_same_schedule(dataset: Dataset) -> None:
-    decay = LrDecay(fraction=0.6, final=0.05)
-    model = build_model([10, 10], "sigmoid", seed=0)
-    start = initial_weights(model)
-    spec = train_spec(
-        "sigmoid", "sgd", 0.5, KERAS_EPOCHS, lr_decay=decay, log_every=1, report_every=KERAS_EPOCHS
-    )
-    ours = train(spec, start, dataset)
-    constant = train(replace(spec, lr_decay=CONSTANT_RATE), start, dataset)
-
-    rates = learning_rates(0.5, decay, KERAS_EPOCHS, 1, KERAS_EPOCHS)
-    keras_loss = _keras_fit(model, dataset, keras.optimizers.SGD(learning_rate=_Rates(rates)))
-    np.testing.assert_allclose(ours.history_loss, keras_loss, rtol=1e-3)
-    for got, expected in zip(ours.weights, model.get_weights(), strict=True):
-        np.testing.assert_allclose(got, expected, atol=1e-4)
-    # The schedule changed the run: the same start at a constant rate ends elsewhere.
-    assert not np.allclose(ours.history_loss[-10:], constant.history_loss[-10:], rtol=1e-3)
 
 
 # --- the derivative objective ---------------------------------------------------------------

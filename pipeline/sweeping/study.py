@@ -142,9 +142,8 @@ def make_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.Base
     options = {"seed": seed, **cfg.sampler_options}
     try:
         if cfg.sampler == "tpe":
-            # The space is conditional (units_l1.. exist only for deeper networks): group=True
-            # lets TPE model each set of params that occur together, not each one alone.
-            # Measured (benchmarks/quality.py, 5 seeds): better on both objectives.
+            # units_l1.. exist only for deeper networks: group=True models each set of params
+            # that occur together (better on both objectives over 5 seeds, benchmarks/quality.py).
             with experimental_quietly():
                 return optuna.samplers.TPESampler(**{"group": True, **options})
         if cfg.sampler == "random":
