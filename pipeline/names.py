@@ -33,6 +33,9 @@ WORKER_ATTR = "worker"  # "<host>:<pid>" of the process that trained the trial
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's MLflow run, a study user attr
 BASELINE_ATTR = "baseline"  # the study's baseline trial number, a study user attr
 OBJECTIVE_ATTR = "pipeline.objective"  # the objective a study minimises, a study user attr
+DEFINITION_ATTR = "definition"  # what its trials are (`sweeping.definition`), a study user attr
+RUN_OPTIONS_ATTR = "run_options"  # its trial budget, sampler and pruner, as last run
+RUN_ATTR = "mlflow_run_id"  # a trial's MLflow run, a trial user attr
 
 # Run params that describe a network, the same for every run so MLflow's charts line them up.
 N_LAYERS = "n_layers"

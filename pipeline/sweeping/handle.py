@@ -66,6 +66,7 @@ class StudyHandle:
         MLflow up to `tracking.outage_timeout`. A study made for another objective is refused."""
         from tqdm import tqdm
 
+        from pipeline.sweeping import definition
         from pipeline.sweeping.study import (
             make_pruner,
             make_sampler,
@@ -84,6 +85,7 @@ class StudyHandle:
         # A resumed or parallel worker must not replay another's random stream: offset the seed.
         sampler = make_sampler(cfg, worker_index * 100_003 + trials_so_far(storage, name))
         study, created = open_study(storage, name, key, sampler, make_pruner(cfg))
+        definition.record(study, settings, objective)
         params = parent_params(settings, objective)
 
         def books() -> tuple[MlflowClient, str, str]:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from pipeline import entry
 from pipeline.names import OBJECTIVE_ATTR
 from pipeline.settings import ConfigError, redact
+from pipeline.sweeping import definition
 from pipeline.sweeping.handle import StudyHandle, SweepSettings
+from pipeline.sweeping.space import trial_params
 
 if TYPE_CHECKING:
     from pipeline.sweeping.worker import StudyOutcome
@@ -77,6 +79,9 @@ def preflight(settings: SweepSettings) -> None:
             raise ConfigError(
                 "study.name", name, f"an existing study of that name was made for objective={owner}"
             )
+        note = definition.check(name, frozen.user_attrs, settings, objective)
+        if note:
+            print(note)
 
 
 def _spool(settings: SweepSettings) -> Spool:
@@ -199,7 +204,7 @@ def print_summary(
         trial = s.get("best_trial")
         params = " ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in (trial.params.items() if trial else [])
+            for k, v in (trial_params(trial).items() if trial else [])
         )
         print(
             f"{o.objective:<11}{base if base is not None else float('nan'):>11.3e}"
