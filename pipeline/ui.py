@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -128,13 +129,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether `host:port` is taken: checked before a server starts, since `mlflow server`
+    exits 0 without a word when it cannot bind."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.port = args.port or (dashboard.DEFAULT_PORT if args.optuna else 5000)
+    if port_in_use(args.host, args.port):
+        print(f"error: port {args.port} is in use (--port N)", file=sys.stderr)
+        return 2
     if args.optuna:
-        return dashboard.serve(
-            args.storage, args.host, args.port or dashboard.DEFAULT_PORT, args.open
-        )
-    args.port = args.port or 5000
+        return dashboard.serve(args.storage, args.host, args.port, args.open)
     db = sqlite_path(args.backend_store_uri)
     if db is not None and not db.exists():
         print(

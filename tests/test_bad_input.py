@@ -6,6 +6,7 @@ Sweeps run as real subprocesses (`python -m pipeline.sweep`, cwd = a temp dir).
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import socket
 import subprocess
@@ -50,6 +51,15 @@ BAD_INPUT = [
     (["data.n_train=1"], "data.n_train"),
     (["study.storage=postgresql://"], "study.storage"),
     (["tracking.outage_timeout=0"], "tracking.outage_timeout"),
+    # Bad only when the sampler or pruner is built: still before the journal or compile cache.
+    (["+study.pruner.options.bogus=1"], "study.pruner.options"),
+    (["+study.sampler.options.bogus=1"], "study.sampler.options"),
+    pytest.param(
+        ["study.sampler.name=gp"],
+        "study.sampler.name",
+        marks=pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="has torch"),
+        id="study.sampler.name=gp without torch",
+    ),
 ]
 
 
@@ -61,7 +71,11 @@ def assert_one_error_line(result: subprocess.CompletedProcess, key: str) -> None
     assert re.match(rf"error: {re.escape(key)}[\w.]*=.*: .+", lines[0]), lines[0]
 
 
-@pytest.mark.parametrize(("overrides", "key"), BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
+def _id(case: tuple | object) -> str:
+    return case.id if hasattr(case, "marks") else " ".join(case[0])
+
+
+@pytest.mark.parametrize(("overrides", "key"), BAD_INPUT, ids=[_id(c) for c in BAD_INPUT])
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, overrides, key):
     result = sweeps.run_sweep(tmp_path, "objective=value", *overrides, timeout=60)
     assert_one_error_line(result, key)

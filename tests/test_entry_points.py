@@ -105,3 +105,18 @@ def test_sweep_settings_keep_epochs_seed_and_log_every() -> None:
     with pytest.raises(ConfigError) as caught:
         read_sweep_train({**section, "optimizer": "sgd"})
     assert caught.value.key == "train.optimizer"
+
+
+@pytest.mark.parametrize("optuna", [False, True], ids=["mlflow", "optuna-dashboard"])
+def test_ui_on_a_busy_port_says_so_in_one_line(tmp_path: Path, optuna: bool) -> None:
+    import socket
+
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "mlflow.db").touch()  # a store to serve, so the port is what fails
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run(tmp_path, "ui", "--port", str(port), *(["--optuna"] if optuna else []))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == f"error: port {port} is in use (--port N)"

@@ -106,7 +106,7 @@ def read_study(section: Mapping[str, Any], problem: str) -> StudyConfig:
     seed = section.get("seed")
     if seed is not None:
         seed = read_int(section, "study", "seed", minimum=0)
-    return StudyConfig(
+    cfg = StudyConfig(
         name=name,
         n_trials=read_int(section, "study", "n_trials", minimum=1),
         storage=_storage(section.get("storage")),
@@ -122,6 +122,8 @@ def read_study(section: Mapping[str, Any], problem: str) -> StudyConfig:
         heartbeat_interval=read_int(section, "study", "heartbeat_interval", minimum=1),
         grace_period=read_int(section, "study", "grace_period", minimum=1),
     )
+    make_sampler(cfg), make_pruner(cfg)  # a missing package or bad option fails before any write
+    return cfg
 
 
 def study_name(template: str, objective: str, n_objectives: int) -> str:
