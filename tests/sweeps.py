@@ -94,8 +94,8 @@ def running_trial(storage: str, name: str, cwd: Path | None = None, pid: int | N
 
 
 def trial_run(client, study, number: int):
-    """The MLflow run of trial `number` of `study`, found by its tags under the study run (a
-    trial's run is made after the trial ends, so no trial attribute names it); None if none."""
+    """The MLflow run of trial `number` of `study`, found by its tags under the study run (as
+    the recorder finds it; a trial told during an outage has no `mlflow_run_id`); None if none."""
     parent = study.user_attrs[PARENT_ATTR]
     experiment = client.get_run(parent).info.experiment_id
     runs = client.search_runs(

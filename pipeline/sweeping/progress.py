@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial
 
 from pipeline.names import REASON
 from pipeline.settings import TrackingConfig, redact
+from pipeline.sweeping.space import trial_params
 from pipeline.tracking.outage import TrackingOutage, first_line
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def storage_away(error: BaseException) -> str:
 
 def trial_line(name: str, t: FrozenTrial, best: float | None) -> str:
     """One concise line per finished trial."""
-    p = t.params
+    p = trial_params(t)
     units = ",".join(str(p.get(f"units_l{i}")) for i in range(p.get("n_layers", 0)))
     value = f"{t.value:.3e}" if t.value is not None else "-"
     why = t.user_attrs.get(REASON, "")

@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from optuna.trial import FrozenTrial
+
 from pipeline.core.layout import Layout
+from pipeline.names import BASELINE_ATTR
 from pipeline.settings import ACTIVATIONS, OPTIMIZERS, ConfigError, read_float, read_int
 
 
@@ -62,6 +65,14 @@ def as_params(hp: Hyperparams) -> dict[str, Any]:
         "optimizer": hp.optimizer,
         "learning_rate": hp.learning_rate,
     }
+
+
+def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's network and optimizer as Optuna params: its own, or the post's for a baseline
+    trained outside the space (which samples none, so that the sampler never sees them)."""
+    if not trial.params and trial.user_attrs.get(BASELINE_ATTR):
+        return as_params(BASELINE)
+    return trial.params
 
 
 def suggest(trial: Any, space: SearchSpace) -> Hyperparams:

@@ -26,6 +26,7 @@ from pipeline.names import (
     STUDY_TAG,
 )
 from pipeline.settings import ObjectiveConfig, redact
+from pipeline.sweeping.space import trial_params
 from pipeline.sweeping.study import finished_count
 from pipeline.tracking import store
 from pipeline.tracking.plots import save_study_plots
@@ -206,7 +207,7 @@ def _log_best_model(client: MlflowClient, run_id: str, best: optuna.trial.Frozen
 
     if client.get_run(run_id).data.tags.get(MODEL_TAG) == "logged":
         return
-    params = best.params
+    params = trial_params(best)
     hidden = [params[f"units_l{i}"] for i in range(params["n_layers"])]
     model = build_model(hidden, params["activation"], seed=0)
     try:

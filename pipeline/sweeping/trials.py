@@ -16,6 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,9 +29,18 @@ from pipeline.core.model import seeded_weights
 from pipeline.core.objectives import get as get_objective
 from pipeline.core.results import TrainResult
 from pipeline.core.trainer import NetworkSpec, Population
-from pipeline.names import BASELINE_ATTR, REASON, WORKER_ATTR
+from pipeline.names import BASELINE_ATTR, REASON, RUN_ATTR, WORKER_ATTR, units_param
 from pipeline.settings import CONSTANT_RATE, LrDecay, ObjectiveConfig, TrainConfig
-from pipeline.sweeping.space import Hyperparams, SearchSpace, layouts, suggest
+from pipeline.sweeping import telling
+from pipeline.sweeping.space import (
+    BASELINE,
+    Hyperparams,
+    SearchSpace,
+    contains,
+    layout_for,
+    layouts,
+    suggest,
+)
 from pipeline.sweeping.study import FINISHED, worker_id
 from pipeline.tracking.outage import on_storage, steady_beat
 from pipeline.tracking.recorder import BackgroundRecorder
@@ -41,6 +51,7 @@ if TYPE_CHECKING:
     from pipeline.sweeping.handle import StudyHandle
 
 T = TypeVar("T")
+RUN_WAIT_S = 30  # longest a finished trial waits for its run's id (the recorder starting up)
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class _Flight:
     params: dict[str, Any] = field(default_factory=dict)
     decay: LrDecay = CONSTANT_RATE
     started: float = field(default_factory=time.time)
+    run: Future | None = None  # its MLflow run's id, once the recording process made the run
 
 
 class _Slots:
@@ -133,7 +145,9 @@ class _Slots:
             crowd.start(k, seeded_weights(hp.hidden, ctx.train.seed), spec)
             self.flights[(p, k)] = flight
             return True
-        raise ValueError(f"no layout of the search space holds {hp}")
+        # The baseline outside the space: a population of its own exact layout.
+        self.crowds.append(self._population(layout_for(ctx.space, hp)))
+        return self.place(flight)
 
 
 def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.FrozenTrial]:
@@ -188,37 +202,28 @@ def _fill(
         live = _steady(ctx, partial(study.get_trials, deepcopy=False, states=states))
         if len(live) >= n_trials:
             return
-        trial = _steady(ctx, study.ask)
+        trial = _steady(ctx, partial(telling.ask, study))
         _steady(ctx, partial(trial.set_user_attr, WORKER_ATTR, worker_id()))
+        # The baseline is the post's recipe, constant rate included; the others decay theirs.
+        baseline = _steady(ctx, partial(getattr, trial, "user_attrs")).get(BASELINE_ATTR)
         try:
-            hp = _steady(ctx, partial(suggest, trial, ctx.space))
+            hp = BASELINE if baseline and not contains(ctx.space, BASELINE) else None
+            hp = hp or _steady(ctx, partial(suggest, trial, ctx.space))
         except Exception as error:  # a sampler's failure fails this trial, not the sweep
             yield _fail(ctx, _Flight(trial, None), error)
             continue
-        # The baseline is the post's recipe, constant rate included; the others decay theirs.
-        attrs = _steady(ctx, partial(getattr, trial, "user_attrs"))
-        decay = CONSTANT_RATE if attrs.get(BASELINE_ATTR) else ctx.train.lr_decay
-        flight = _Flight(trial, hp, _params(ctx, hp, trial, decay), decay)
+        decay = CONSTANT_RATE if baseline else ctx.train.lr_decay
+        flight = _Flight(trial, hp, _params(ctx, hp, decay), decay)
+        flight.run = ctx.recorder.open_run(record_of(ctx, trial.number, "RUNNING"))
         if not slots.place(flight):
             waiting.append(flight)
 
 
-def _params(
-    ctx: TrialContext, hp: Hyperparams, trial: optuna.Trial, decay: LrDecay
-) -> dict[str, Any]:
-    """The params a trial's run carries: the uniform ones plus the sampled per-layer widths."""
-    params = run_params(
-        hp.hidden,
-        hp.activation,
-        hp.optimizer,
-        hp.learning_rate,
-        decay,
-        ctx.train.epochs,
-        ctx.train.seed,
-        ctx.objective.name,
-        ctx.data.problem,
-    )
-    return params | {k: v for k, v in trial.params.items() if k.startswith("units_l")}
+def _params(ctx: TrialContext, hp: Hyperparams, decay: LrDecay) -> dict[str, Any]:
+    """The params a trial's run carries: the uniform ones plus the per-layer widths."""
+    t, widths = ctx.train, {units_param(i): units for i, units in enumerate(hp.hidden)}
+    return run_params(hp.hidden, hp.activation, hp.optimizer, hp.learning_rate, decay, t.epochs,
+                      t.seed, ctx.objective.name, ctx.data.problem) | widths  # fmt: skip
 
 
 def _steady(ctx: TrialContext, call: Callable[[], T]) -> T:
@@ -228,20 +233,8 @@ def _steady(ctx: TrialContext, call: Callable[[], T]) -> T:
 
 
 def _tell(ctx: TrialContext, trial: optuna.Trial, *args: Any, **kwargs: Any):
-    """`study.tell`, retried like every storage call; a retry that finds the trial already told
-    (the connection dropped after the storage took it) returns it as told."""
-
-    study = ctx.handle.study
-
-    def once():
-        try:
-            return study.tell(trial, *args, **kwargs)
-        except ValueError as error:
-            if "Cannot tell" not in str(error):
-                raise
-            return study.get_trials(deepcopy=False)[trial.number]
-
-    return _steady(ctx, once)
+    """`telling.tell`, waited out like every storage call."""
+    return _steady(ctx, partial(telling.tell, ctx.handle.study, trial, *args, **kwargs))
 
 
 def _heartbeat(ctx: TrialContext, slots: _Slots) -> None:
@@ -255,6 +248,17 @@ def _heartbeat(ctx: TrialContext, slots: _Slots) -> None:
         steady_beat(handle.storage, partial(handle.beat, flight.trial.number))
 
 
+def _link_run(ctx: TrialContext, flight: _Flight, wait: bool = True) -> None:
+    """The trial's `mlflow_run_id` user attr, set while Optuna still lets it change: its run's
+    id, waited for up to RUN_WAIT_S only while MLflow answers (else the trial goes without)."""
+    try:
+        run_id = flight.run.result(RUN_WAIT_S if wait and not ctx.recorder.outage() else 0)
+    except Exception:  # not made yet, no run (a sampler's failure), the recorder restarted
+        return
+    if run_id:
+        _steady(ctx, partial(flight.trial.set_user_attr, RUN_ATTR, run_id))
+
+
 def _finish(ctx: TrialContext, flight: _Flight, result: TrainResult):
     """Spool and tell a trained trial: COMPLETE with its value, or PRUNED (pruned, diverged)."""
     trial = flight.trial
@@ -266,6 +270,7 @@ def _finish(ctx: TrialContext, flight: _Flight, result: TrainResult):
     ctx.recorder.submit(record_of(ctx, trial.number, state, start=flight.started, **details))
     if reason:
         _steady(ctx, partial(trial.set_user_attr, REASON, reason))
+    _link_run(ctx, flight)
     if state == "COMPLETE":
         return _tell(ctx, trial, value)
     return _tell(ctx, trial, state=optuna.trial.TrialState.PRUNED)
@@ -282,4 +287,5 @@ def _fail(ctx: TrialContext, flight: _Flight, error: BaseException):
         print(f"warning: trial {flight.trial.number} not recorded: {lost!r}", file=sys.stderr)
     with contextlib.suppress(Exception):  # the storage may be what failed
         flight.trial.set_user_attr(REASON, reason)
+        _link_run(ctx, flight, wait=not killed)
     return _tell(ctx, flight.trial, state=optuna.trial.TrialState.FAIL)

@@ -69,10 +69,9 @@ def prepare_study(handle: StudyHandle, settings: SweepSettings) -> StudyHandle:
     patience, uri, say = settings.tracking.outage_timeout, settings.tracking.uri, tqdm.write
     spool = Spool.of_sweep(uri, settings.study.storage)
     delivery.send_waiting(spool, patience, say)  # a rerun's first act: what waits
-    if handle.created and contains(settings.search, BASELINE):
-        handle.study.enqueue_trial(
-            as_params(BASELINE), user_attrs={BASELINE_ATTR: True}, skip_if_exists=True
-        )
+    if handle.created:  # outside the space, trial 0 samples nothing: TPE never sees its params
+        params = as_params(BASELINE) if contains(settings.search, BASELINE) else {}
+        handle.study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True}, skip_if_exists=True)
 
     def record_failed(t: FrozenTrial, reason: str) -> None:
         delivery.send_now(spool, consistency.failed_record(handle, t, reason), patience)

@@ -68,6 +68,20 @@ def find_trial_run(
     return runs[0] if runs else None
 
 
+def open_run(client: MlflowClient, record: TrialRecord) -> str:
+    """The run of a trial that starts training (found by its tags, or created RUNNING): its id,
+    which the trial carries in Optuna before it is told. Its record fills and closes it."""
+    run = find_trial_run(client, record.experiment_id, record.parent_run_id, record.trial_number)
+    if run is not None:
+        return run.info.run_id
+    return client.create_run(
+        record.experiment_id,
+        start_time=record.start_ms,
+        tags={**record.tags, PARENT_TAG: record.parent_run_id},
+        run_name=record.run_name,
+    ).info.run_id
+
+
 def _recorded(run: Run, record: TrialRecord) -> bool:
     tags = run.data.tags
     return run.info.status == record.status and all(
@@ -80,15 +94,7 @@ def send_record(client: MlflowClient, record: TrialRecord) -> str:
     run = find_trial_run(client, record.experiment_id, record.parent_run_id, record.trial_number)
     if run is not None and _recorded(run, record):
         return run.info.run_id
-    if run is None:
-        run_id = client.create_run(
-            record.experiment_id,
-            start_time=record.start_ms,
-            tags={**record.tags, PARENT_TAG: record.parent_run_id},
-            run_name=record.run_name,
-        ).info.run_id
-    else:
-        run_id = run.info.run_id
+    run_id = open_run(client, record) if run is None else run.info.run_id
     try:
         if record.result is not None and record.data is not None:
             record_training(

@@ -87,6 +87,19 @@ def _deliver(spool: Spool, path: Path) -> bool:
     return deliver(spool, path, _LINK)
 
 
+def _open_run(record: TrialRecord, uri: str) -> str | None:
+    """In the recording process: the trial's run as it starts training; None while MLflow does
+    not answer (the trial's record makes the run later, and the trial goes without the id)."""
+    from pipeline.tracking.delivery import client_for, open_run
+
+    if _LINK.outage():
+        return None
+    try:
+        return open_run(client_for(uri), record)
+    except Exception:
+        return None
+
+
 MAX_RESTARTS = 3  # a recording process that keeps dying is a broken environment, not bad luck
 
 
@@ -119,15 +132,23 @@ class BackgroundRecorder:
             initargs=(os.getpid(), self._link),
         )
 
-    def _send(self, path: Path) -> Future:
+    def _submit(self, call: Callable, *args: object) -> Future:
         try:
-            return self._pool.submit(_deliver, self.spool, path)
+            return self._pool.submit(call, *args)
         except BrokenProcessPool:
             if self._restarts >= MAX_RESTARTS:
                 raise
             self._restarts += 1
             self._pool = self._start()
-            return self._pool.submit(_deliver, self.spool, path)
+            return self._pool.submit(call, *args)
+
+    def _send(self, path: Path) -> Future:
+        return self._submit(_deliver, self.spool, path)
+
+    def open_run(self, record: TrialRecord) -> Future:
+        """Create the run of a trial that starts training (`record`, state RUNNING) in the
+        recording process; the future gives its id, or None while MLflow does not answer."""
+        return self._submit(_open_run, record, self.spool.uri)
 
     def warm_up(self, data: Dataset, epochs: int) -> Future:
         """Start the process now, while the first trial trains: its imports, the store's
