@@ -12,7 +12,7 @@ import pytest
 import sweeps
 from optuna.trial import TrialState
 
-from pipeline.names import REASON
+from pipeline.names import BASELINE_ATTR, REASON
 
 JOURNAL, TRACKING = "mlruns/optuna.journal", "sqlite:///mlruns/mlflow.db"
 
@@ -24,18 +24,21 @@ def test_diverging_trials_are_pruned_naming_the_epoch(tmp_path):
     result = sweeps.run_sweep(
         tmp_path,
         *sweeps.SMALL,
-        "study.n_trials=2",
+        "study.n_trials=3",
         "search.learning_rate.low=50",
         "search.learning_rate.high=100",
         "search.optimizer=[sgd]",
         "search.activation=[tanh]",
     )
     assert result.returncode == 0, result.stderr
-    study, runs = sweeps.assert_books(JOURNAL, TRACKING, "log-value", 2, cwd=tmp_path)
-    for t in study.trials:
+    study, runs = sweeps.assert_books(JOURNAL, TRACKING, "log-value", 3, cwd=tmp_path)
+    baseline, *sampled = study.trials  # trial 0 is the post's network, outside this space
+    assert baseline.user_attrs[BASELINE_ATTR] and baseline.state == TrialState.COMPLETE
+    for t in sampled:
         assert t.state == TrialState.PRUNED
         assert re.search(r"diverged: non-finite loss at epoch \d+", t.user_attrs[REASON])
-    assert all("diverged" in r.data.tags[REASON] for r in runs)
+    diverged = [r for r in runs if "diverged" in r.data.tags.get(REASON, "")]
+    assert len(diverged) == 2
 
 
 def sweep_settings(tmp_path: Path, *overrides: str):
