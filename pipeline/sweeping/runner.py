@@ -223,8 +223,8 @@ def print_summary(
     print(f"\nCompare the runs: {ui_command(tracking_uri, experiment_id)}")
 
 
-def run_sweep(settings: SweepSettings) -> int:
-    """The whole sweep; returns the process exit code."""
+def run_sweep(settings: SweepSettings, worker: int | None = None, launch: str = "") -> int:
+    """The whole sweep, or worker `worker`'s share of it (`sweeping.array`); the exit code."""
     try:
         preflight(settings)
     except ConfigError as error:
@@ -249,10 +249,15 @@ def run_sweep(settings: SweepSettings) -> int:
             outcomes = closing.outcomes(handles, settings, _recorder)
         else:
             with _recorder(settings) as recorder:
-                outcomes = [
-                    run_study(StudyHandle.open(settings, o), settings, recorder)
-                    for o in settings.objectives
-                ]
+                if worker is not None:  # None back unless this worker closed the last study
+                    from pipeline.sweeping import array
+
+                    outcomes = array.work(settings, worker, launch, recorder, _recorder)
+                else:
+                    outcomes = [
+                        run_study(StudyHandle.open(settings, o), settings, recorder)
+                        for o in settings.objectives
+                    ]
     except ConfigError as error:
         entry.fail(error)
     except TooManyFailures as error:
@@ -271,6 +276,10 @@ def run_sweep(settings: SweepSettings) -> int:
             file=sys.stderr,
         )
         return code
+    if worker is not None:
+        print(f"worker {worker}: done")
+    if outcomes is None:  # another worker closes the studies and prints the summary
+        return 0
     from pipeline.sweeping.reference import references
 
     print_summary(outcomes, settings.tracking.uri, references(settings, outcomes))
