@@ -197,6 +197,7 @@ def test_three_submitit_workers_share_the_journal_study(tmp_path):
 def test_three_submitit_workers_share_a_postgres_study_and_mlflow_server(tmp_path):
     pg.require_postgres()
     name = f"array-{secrets.token_hex(3)}"
+    (tmp_path / "server").mkdir()
     with (
         pg.database() as storage_db,
         servers.mlflow_server(tmp_path / "server") as (_, server),
