@@ -208,8 +208,10 @@ def test_three_submitit_workers_share_a_postgres_study_and_mlflow_server(tmp_pat
             f"study.storage={storage}",
             f"tracking.uri={server.uri}",
             f"study.name={name}",
-            "study.heartbeat_interval=1",
-            "study.grace_period=3",
+            # A worker beats between chunks: its first chunk compiles (20 s on a busy 2-core
+            # machine), so the grace period must outlast that or its trial is taken from it.
+            "study.heartbeat_interval=2",
+            "study.grace_period=40",
         ]
         (tmp_path / "run").mkdir()
         done, sweep_dir = run_array(tmp_path / "run", *args)
