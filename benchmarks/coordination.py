@@ -170,7 +170,7 @@ def worker(index: int, url: str, n_trials: int, trial_s: float, start, queue) ->
             trial.set_user_attr(WORKER_ATTR, f"bench:{index}")
             suggest(trial, space)
             coordination = time.perf_counter() - began
-            first, beaten, state = 10 ** -(1 + 3 * (trial.number % 97) / 97), 0.0, None
+            first, beaten, state = 10 ** -(1 + 3 * (trial.number * 7919 % 1000) / 1000), 0.0, None
             for step in steps:
                 time.sleep(trial_s / len(steps))  # the stand-in trainer's chunk of epochs
                 t0 = time.perf_counter()
@@ -338,9 +338,11 @@ def main() -> None:
     args = parse_args()
     print("Stand-in trainer: each trial sleeps", args.trial_seconds, "s over its reports; "
           "no TensorFlow, no MLflow. Times in ms per trial.")  # fmt: skip
-    header = (f"{'storage':<8}{'history':>8}{'N':>4}{'trials':>7}{'trials/s':>9}"
-              f"{'coord p50':>10}{'p95':>7}{'storage p50':>12}{'p95':>7}{'sampler p50':>12}"
-              f"{'peak conn':>10}{'errors':>7}{'lost':>5}{'doubled':>8}{'surplus':>8}")  # fmt: skip
+    header = (
+        f"{'storage':<8}{'history':>8}{'N':>4}{'trials':>7}{'trials/s':>9}{'coord p50':>10}"
+        f"{'p95':>8}{'storage p50':>12}{'p95':>8}{'sampler p50':>12}{'peak conn':>10}"
+        f"{'errors':>7}{'lost':>5}{'doubled':>8}{'surplus':>8}"
+    )
     print(header)
     print("-" * len(header))
     scratch = Path(tempfile.mkdtemp(prefix="coordination-"))
@@ -350,11 +352,13 @@ def main() -> None:
                 for n in args.workers:
                     r = run(kind, n, history, args, scratch)
                     peak = str(r["peak"]) if kind != "journal" else "-"
-                    print(f"{kind:<8}{history:>8}{n:>4}{r['trials']:>7}{r['per_s']:>9.2f}"
-                          f"{r['coord_p50']:>10.1f}{r['coord_p95']:>7.1f}{r['storage_p50']:>12.1f}"
-                          f"{r['storage_p95']:>7.1f}{r['sampler_p50']:>12.1f}{peak:>10}"
-                          f"{r['errors']:>7}{r['lost']:>5}{r['doubled']:>8}{r['surplus']:>8}",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"{kind:<8}{history:>8}{n:>4}{r['trials']:>7}{r['per_s']:>9.2f}"
+                        f"{r['coord_p50']:>10.1f}{r['coord_p95']:>8.1f}{r['storage_p50']:>12.1f}"
+                        f"{r['storage_p95']:>8.1f}{r['sampler_p50']:>12.1f}{peak:>10}"
+                        f"{r['errors']:>7}{r['lost']:>5}{r['doubled']:>8}{r['surplus']:>8}",
+                        flush=True,
+                    )
                     if r["first_error"]:
                         print(f"  first error: {r['first_error']}", flush=True)
     finally:
