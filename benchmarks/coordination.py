@@ -17,6 +17,9 @@ connections (`pg_stat_activity`, polled every 0.1 s); errors; lost, doubled and 
 
     python benchmarks/coordination.py [--storages journal pg proxy] [--workers 1 16 64]
         [--history 1000 10000] [--trials-per-worker 2] [--trial-seconds 1.0]
+
+Then the sampler's own compute per ask in memory at each history size, for TPE as the project
+builds it, two cheaper TPE options and the random sampler (`--storages` alone prints only that).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ EPOCHS, PG = 10_000, dict(host="127.0.0.1", port=5432, user="postgres")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storages", nargs="+", default=["journal", "pg", "proxy"])
+    parser.add_argument("--storages", nargs="*", default=["journal", "pg", "proxy"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--history", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--trials-per-worker", type=int, default=2)
@@ -331,6 +334,44 @@ def summarize(kind, n, history, new, where, outcomes, wall, peak) -> dict:
     }  # fmt: skip
 
 
+SAMPLERS = {  # the sampler options compared in memory, beside the project's default (tpe)
+    "tpe (group=true)": ("tpe", {}),
+    "tpe n_ei_candidates=8": ("tpe", {"n_ei_candidates": 8}),
+    "tpe group=false": ("tpe", {"group": False}),
+    "random": ("random", {}),
+}
+
+
+def sampler_costs(histories: list[int], asks: int = 10) -> None:
+    """ms per ask (with the search space's suggest calls) of each sampler in `SAMPLERS` on an
+    in-memory study holding `history` finished trials: the sampler's compute alone."""
+    import optuna
+
+    from pipeline.settings import load
+    from pipeline.sweeping.space import suggest
+    from pipeline.sweeping.study import make_sampler
+
+    space = load("sweep").search
+    print(f"\nsampler's own compute, in memory, ms per ask (median of {asks}):")
+    print(f"{'sampler':<26}" + "".join(f"{h:>10,}" for h in histories))
+    trials = {h: history_trials(h) for h in histories}
+    for label, (name, options) in SAMPLERS.items():
+        cells = []
+        for h in histories:
+            cfg = replace(study_cfg("x"), sampler=name, sampler_options=options)
+            study = optuna.create_study(sampler=make_sampler(cfg))
+            study.add_trials(trials[h])
+            times = []
+            for _ in range(asks):
+                began = time.perf_counter()
+                trial = study.ask()
+                suggest(trial, space)
+                times.append(time.perf_counter() - began)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            cells.append(f"{statistics.median(times) * 1e3:>10.1f}")
+        print(f"{label:<26}" + "".join(cells), flush=True)
+
+
 def main() -> None:
     import optuna
 
@@ -361,6 +402,7 @@ def main() -> None:
                     )
                     if r["first_error"]:
                         print(f"  first error: {r['first_error']}", flush=True)
+        sampler_costs(args.history)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if any(k != "journal" for k in args.storages):
