@@ -384,8 +384,9 @@ def main() -> None:
         f"{'p95':>8}{'storage p50':>12}{'p95':>8}{'sampler p50':>12}{'peak conn':>10}"
         f"{'errors':>7}{'lost':>5}{'doubled':>8}{'surplus':>8}"
     )
-    print(header)
-    print("-" * len(header))
+    if args.storages:
+        print(header)
+        print("-" * len(header))
     scratch = Path(tempfile.mkdtemp(prefix="coordination-"))
     try:
         for kind in args.storages:
