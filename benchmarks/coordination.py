@@ -2,10 +2,11 @@
 behind Optuna's gRPC storage proxy, at 1,000 and 10,000 trials of history.
 
 Each simulated worker (`benchmarks/simulated_worker.py`) is a process running the storage calls
-of the project's worker loop (`sweeping.trials`): the bounded ask (`telling.ask_within`, after the same live-trial count),
-its worker attribute, `space.suggest` over the default search space with the project's sampler
-and pruner (`sweeping.study`), a report and a prune check every `report_every` of 10,000 epochs,
-a heartbeat every `heartbeat_interval` (RDB only), the run id attribute, and the tell.
+of the project's worker loop (`sweeping.trials`): the bounded ask (`telling.ask_within`, after
+the same live-trial count), its worker attribute, `space.suggest` over the default search
+space with the project's sampler and pruner (`sweeping.study`), a report and a prune check every
+`report_every` of 10,000 epochs, a heartbeat every `heartbeat_interval` (RDB only), the run id
+attribute, and the tell.
 **The trainer is a stand-in**: it sleeps `--trial-seconds` split over the reports and returns a
 plausible loss history (a power-law decay from a random start); no TensorFlow, no MLflow (the
 recorder talks to MLflow from its own process and is measured by benchmarks/tracking.py).
