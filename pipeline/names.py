@@ -36,6 +36,9 @@ OBJECTIVE_ATTR = "pipeline.objective"  # the objective a study minimises, a stud
 DEFINITION_ATTR = "definition"  # what its trials are (`sweeping.definition`), a study user attr
 RUN_OPTIONS_ATTR = "run_options"  # its trial budget, sampler and pruner, as last run
 RUN_ATTR = "mlflow_run_id"  # a trial's MLflow run, a trial user attr
+# An empty study whose creation claims closing a study's books (`sweeping.array`): the workers
+# of one launch create it once per study state, so exactly one of them closes the study run.
+CLOSED_MARKER = "{study}~closed~{launch}~{finished}"
 
 # Run params that describe a network, the same for every run so MLflow's charts line them up.
 N_LAYERS = "n_layers"

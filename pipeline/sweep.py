@@ -72,16 +72,59 @@ def read_settings(cfg: DictConfig) -> SweepSettings:
     )
 
 
+def read_worker(raw: dict, settings: SweepSettings) -> int | None:
+    """`worker`: this process's index among workers a scheduler started (null: a plain sweep)."""
+    worker = raw.get("worker")
+    if worker is None:
+        return None
+    if isinstance(worker, bool) or not isinstance(worker, int) or worker < 0:
+        raise ConfigError("worker", worker, "must be null or an integer >= 0 (this worker's index)")
+    if settings.study.n_workers != 1:
+        raise ConfigError(
+            "study.n_workers", settings.study.n_workers, "must be 1 when worker is set"
+        )
+    return worker
+
+
+def _launch() -> tuple[bool, str]:
+    """Whether this is a job of a Hydra multirun, and its launch key (`array.launch_key`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from pipeline.sweeping.array import launch_key
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return multirun, launch_key(str(hydra_cfg.sweep.dir) if multirun else None)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep")
 def main(cfg: DictConfig) -> None:
-    """Read and check the config, then sweep (or check) every chosen objective."""
-    try:
-        settings = read_settings(cfg)
-    except ConfigError as error:
-        entry.fail(error)
-    from pipeline.sweeping.runner import run_check, run_sweep
+    """Read and check the config, then sweep (or check) every chosen objective.
 
-    entry.exit_now(run_check(settings) if cfg.get("check") else run_sweep(settings))
+    A job of a multirun (`-m hydra/launcher=submitit_slurm 'worker=range(16)'`) returns, or
+    raises `WorkerFailed`, instead of ending the process: its launcher waits for a result."""
+    multirun, launch = _launch()
+    try:
+        try:
+            settings = read_settings(cfg)
+            worker = read_worker(OmegaConf.to_container(cfg, resolve=True), settings)
+        except ConfigError as error:
+            entry.fail(error)
+        from pipeline.sweeping.runner import run_check, run_sweep
+
+        code = run_check(settings) if cfg.get("check") else run_sweep(settings, worker, launch)
+    except SystemExit as stop:  # a one-line error, already printed
+        if not multirun:
+            raise
+        code = stop.code if isinstance(stop.code, int) else 1
+        worker = cfg.get("worker")
+    if not multirun:
+        entry.exit_now(code)
+    if code:
+        from pipeline.sweeping.array import WorkerFailed
+
+        raise WorkerFailed(worker, code)
 
 
 if __name__ == "__main__":

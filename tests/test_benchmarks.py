@@ -23,6 +23,11 @@ SMALL = {
     ),
     "tracking.py": (["--epochs", "200", "--repeats", "1"], "train + record, background"),
     "workers.py": (["--trials", "2", "--epochs", "200", "--workers", "1"], "2-trial study"),
+    "coordination.py": (
+        ["--storages", "journal", "--workers", "2", "--history", "20", "--trials-per-worker", "2",
+         "--min-trials", "4", "--trial-seconds", "0.1"],
+        "journal       20   2      4",
+    ),
     "quality.py": (
         ["--problems", "log", "--objectives", "value", "--seeds", "0", "--trials", "2",
          "--epochs", "200"],

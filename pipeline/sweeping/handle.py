@@ -68,6 +68,7 @@ class StudyHandle:
 
         from pipeline.sweeping import definition
         from pipeline.sweeping.study import (
+            finished_count,
             make_pruner,
             make_sampler,
             make_storage,
@@ -87,10 +88,11 @@ class StudyHandle:
         study, created = open_study(storage, name, key, sampler, make_pruner(cfg))
         definition.record(study, settings, objective)
         params = parent_params(settings, objective)
+        short = finished_count(study) < cfg.n_trials  # else its run stays as its closer left it
 
         def books() -> tuple[MlflowClient, str, str]:
             client, experiment_id = store.connect(tracking)
-            parent = ensure_parent_run(study, created, client, experiment_id, key, params)
+            parent = ensure_parent_run(study, created, client, experiment_id, key, params, short)
             return client, experiment_id, parent
 
         spool = Spool.of_sweep(tracking.uri, cfg.storage).directory

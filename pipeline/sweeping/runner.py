@@ -22,6 +22,7 @@ from pipeline.settings import ConfigError, redact
 from pipeline.sweeping import definition
 from pipeline.sweeping.handle import StudyHandle, SweepSettings
 from pipeline.sweeping.space import trial_params
+from pipeline.sweeping.storage import reachable
 
 if TYPE_CHECKING:
     from pipeline.sweeping.worker import StudyOutcome
@@ -30,20 +31,6 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT_S = 5
 OUTAGE_EXIT = 3  # a worker process stopped by a tracking outage (the sweep exits 1)
-
-
-def _reachable_database(url: str, key: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
-    try:
-        engine = create_engine(url, connect_args=connect_args)
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-        engine.dispose()
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(key, redact(url), f"cannot connect ({redact(first)})") from None
 
 
 def preflight(settings: SweepSettings) -> None:
@@ -57,11 +44,11 @@ def preflight(settings: SweepSettings) -> None:
                 "tracking.uri", redact(uri), f"no MLflow server answers there ({error})"
             ) from None
     elif not uri.startswith("sqlite"):
-        _reachable_database(uri, "tracking.uri")
+        reachable(uri, "tracking.uri")
     cfg = settings.study
-    if cfg.is_rdb and not cfg.storage.startswith("sqlite"):
-        _reachable_database(cfg.storage, "study.storage")
-    if not cfg.is_rdb and not Path(cfg.storage).exists():
+    if "://" in cfg.storage and not cfg.storage.startswith("sqlite"):
+        reachable(cfg.storage, "study.storage")
+    if "://" not in cfg.storage and not Path(cfg.storage).exists():
         return
     import optuna
 
@@ -223,8 +210,8 @@ def print_summary(
     print(f"\nCompare the runs: {ui_command(tracking_uri, experiment_id)}")
 
 
-def run_sweep(settings: SweepSettings) -> int:
-    """The whole sweep; returns the process exit code."""
+def run_sweep(settings: SweepSettings, worker: int | None = None, launch: str = "") -> int:
+    """The whole sweep, or worker `worker`'s share of it (`sweeping.array`); the exit code."""
     try:
         preflight(settings)
     except ConfigError as error:
@@ -249,10 +236,15 @@ def run_sweep(settings: SweepSettings) -> int:
             outcomes = closing.outcomes(handles, settings, _recorder)
         else:
             with _recorder(settings) as recorder:
-                outcomes = [
-                    run_study(StudyHandle.open(settings, o), settings, recorder)
-                    for o in settings.objectives
-                ]
+                if worker is not None:  # None back unless this worker closed the last study
+                    from pipeline.sweeping import array
+
+                    outcomes = array.work(settings, worker, launch, recorder, _recorder)
+                else:
+                    outcomes = [
+                        run_study(StudyHandle.open(settings, o), settings, recorder)
+                        for o in settings.objectives
+                    ]
     except ConfigError as error:
         entry.fail(error)
     except TooManyFailures as error:
@@ -271,6 +263,10 @@ def run_sweep(settings: SweepSettings) -> int:
             file=sys.stderr,
         )
         return code
+    if worker is not None:
+        print(f"worker {worker}: done")
+    if outcomes is None:  # another worker closes the studies and prints the summary
+        return 0
     from pipeline.sweeping.reference import references
 
     print_summary(outcomes, settings.tracking.uri, references(settings, outcomes))

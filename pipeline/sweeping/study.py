@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,16 +22,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.core import objectives
 from pipeline.names import OBJECTIVE_ATTR
-from pipeline.settings import ConfigError, read_int, redact
+from pipeline.settings import ConfigError, read_int
+from pipeline.sweeping.storage import GRPC, open_storage, read_storage
 
 # What a trial carries: its run id and worker (Optuna user attrs), its state as a run tag, and
 # why it failed or was pruned (both).
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
 PRUNERS = ("median", "hyperband", "none")
-RDB_SCHEMES = ("postgresql", "mysql", "sqlite")  # backend names, any driver
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-SCHEMA_ATTEMPTS = 5
 MAX_RETRY = 3  # a trial whose worker died is retried this often (Optuna's heartbeat retry)
 
 
@@ -57,7 +55,8 @@ class StudyConfig:
 
     @property
     def is_rdb(self) -> bool:
-        return "://" in self.storage
+        """A database URL (with heartbeats), not a journal file nor the gRPC proxy."""
+        return "://" in self.storage and not self.storage.startswith(GRPC)
 
 
 def _component(section: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> tuple[str, dict]:
@@ -70,28 +69,6 @@ def _component(section: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -
     if not isinstance(options, Mapping):
         raise ConfigError(f"study.{key}.options", options, "must be a mapping of keyword args")
     return name, dict(options)
-
-
-def _storage(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError("study.storage", value, "must be a journal file path or a database URL")
-    if "://" not in value:
-        if os.path.isdir(value):
-            raise ConfigError("study.storage", value, "is a directory; give a journal file path")
-        return value
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    allowed = "must be postgresql://user@host:port/db, mysql://…, sqlite:///file or a file path"
-    try:
-        url = make_url(value)
-    except (ArgumentError, ValueError):
-        raise ConfigError("study.storage", redact(value), allowed) from None
-    if url.get_backend_name() not in RDB_SCHEMES:
-        raise ConfigError("study.storage", redact(value), allowed)
-    if url.get_backend_name() != "sqlite" and (not url.host or not url.database):
-        raise ConfigError("study.storage", redact(value), f"needs a host and a database; {allowed}")
-    return value
 
 
 def read_study(section: Mapping[str, Any], problem: str) -> StudyConfig:
@@ -109,7 +86,7 @@ def read_study(section: Mapping[str, Any], problem: str) -> StudyConfig:
     cfg = StudyConfig(
         name=name,
         n_trials=read_int(section, "study", "n_trials", minimum=1),
-        storage=_storage(section.get("storage")),
+        storage=read_storage(section.get("storage")),
         sampler=sampler,
         sampler_options=sampler_options,
         pruner=pruner,
@@ -209,35 +186,11 @@ class StaleTrials:
 
 
 def make_storage(cfg: StudyConfig) -> optuna.storages.BaseStorage:
-    """A journal file (default, local processes) or an RDB with heartbeats and retries."""
-    if not cfg.is_rdb:
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        os.makedirs(os.path.dirname(os.path.abspath(cfg.storage)), exist_ok=True)
-        lock = JournalFileOpenLock(cfg.storage)
-        return optuna.storages.JournalStorage(JournalFileBackend(cfg.storage, lock_obj=lock))
-    engine_kwargs: dict[str, Any] = {}
-    if cfg.storage.startswith("postgresql"):
-        engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-    for attempt in range(SCHEMA_ATTEMPTS):
-        try:
-            with experimental_quietly():  # heartbeats are "experimental" in Optuna
-                return optuna.storages.RDBStorage(
-                    cfg.storage,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=cfg.heartbeat_interval,
-                    grace_period=cfg.grace_period,
-                    heartbeat_stale_trial_callback=StaleTrials(),
-                )
-        except (IntegrityError, ProgrammingError):
-            # Workers starting together on an empty database race to create Optuna's tables;
-            # the loser retries and finds them made.
-            if attempt == SCHEMA_ATTEMPTS - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+    """A journal file (default, local processes), the gRPC proxy, or an RDB with heartbeats
+    and retries (`sweeping.storage`)."""
+    return open_storage(
+        cfg.storage, cfg.heartbeat_interval, cfg.grace_period, StaleTrials() if cfg.is_rdb else None
+    )
 
 
 def open_study(

@@ -65,11 +65,13 @@ def ensure_parent_run(
     experiment_id: str,
     objective: str,
     params: Mapping[str, Any],
+    reopen: bool = True,
 ) -> str:
     """The study's parent run id: reused when recorded, else created and recorded on the study.
 
     The worker that created the study creates the run; others wait briefly for it to appear
-    (or find it by tag), so concurrent workers share one parent. The run is set RUNNING.
+    (or find it by tag), so concurrent workers share one parent. The run is set RUNNING, unless
+    not `reopen` (the study is done: a late worker must not reopen a run already closed).
     """
     run_id = _existing(client, study.user_attrs.get(PARENT_ATTR))
     deadline = time.monotonic() + (0 if created else WAIT_FOR_CREATOR_S)
@@ -90,7 +92,7 @@ def ensure_parent_run(
         )
         client.log_batch(run_id, params=_params(params), synchronous=True)
         study.set_user_attr(PARENT_ATTR, run_id)
-    else:
+    elif reopen:
         client.update_run(run_id, status="RUNNING")
     return run_id
 

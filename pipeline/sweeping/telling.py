@@ -2,6 +2,8 @@
 
 The loop does what `Study.optimize` would: it beats for its trials (RDB heartbeats) and retries
 storage calls that a dropped connection broke, so a tell may find its trial already told.
+`ask_within` keeps a study's COMPLETE + PRUNED + RUNNING trials at most `n_trials` however many
+workers ask at once.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
+
+from pipeline.names import REASON
+
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+ASK_ATTEMPTS = 5  # rounds of two workers both giving back their trial, in a row
+SURPLUS = "surplus: the study already had n_trials finished or running when it was asked"
 
 
 def ask(study: optuna.Study) -> optuna.Trial:
@@ -19,6 +27,36 @@ def ask(study: optuna.Study) -> optuna.Trial:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
         return study.ask()
+
+
+def ahead(mine: FrozenTrial | optuna.Trial, other: FrozenTrial) -> bool:
+    """Whether `other` counts before `mine`: a lower number, or started earlier (an enqueued
+    trial, a retry, keeps its low number yet may be taken after later-numbered ones)."""
+    started = other.datetime_start is not None and mine.datetime_start is not None
+    return other.number < mine.number or (started and other.datetime_start < mine.datetime_start)
+
+
+def ask_within(study: optuna.Study, n_trials: int) -> optuna.Trial | None:
+    """A new trial, or None when `n_trials` live trials (finished or running) count before it.
+
+    Workers check the count before asking, yet two may ask the study's last trial at once. Each
+    then counts the live trials ahead of its own (`ahead`): of two that see each other at most
+    one keeps its trial, and one that asked later sees the earlier one. The surplus trial is
+    given back at once (FAIL, which the study does not count and which no trial line reports),
+    so the study never trains more than `n_trials`. If fewer than `n_trials` remain live (the
+    other gave its trial back too), this asks again.
+    """
+    for _ in range(ASK_ATTEMPTS):
+        trial = ask(study)
+        live = study.get_trials(deepcopy=False, states=LIVE)
+        others = [t for t in live if t.number != trial.number]
+        if sum(1 for t in others if ahead(trial, t)) < n_trials:
+            return trial
+        trial.set_user_attr(REASON, SURPLUS)
+        study.tell(trial, state=TrialState.FAIL)
+        if len(others) >= n_trials:
+            return None
+    return None
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> FrozenTrial:

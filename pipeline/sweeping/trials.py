@@ -202,7 +202,9 @@ def _fill(
         live = _steady(ctx, partial(study.get_trials, deepcopy=False, states=states))
         if len(live) >= n_trials:
             return
-        trial = _steady(ctx, partial(telling.ask, study))
+        trial = _steady(ctx, partial(telling.ask_within, study, n_trials))
+        if trial is None:  # another worker asked the study's last trial at the same moment
+            return
         _steady(ctx, partial(trial.set_user_attr, WORKER_ATTR, worker_id()))
         # The baseline is the post's recipe, constant rate included; the others decay theirs.
         baseline = _steady(ctx, partial(getattr, trial, "user_attrs")).get(BASELINE_ATTR)

@@ -7,11 +7,13 @@ Writes are batched: a run's params, metric history and final metrics go in one `
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ for _name in ("urllib3", "mlflow.utils.rest_utils", "mlflow.utils.request_utils"
 # A database store that drops its connection logs a traceback before MLflow raises the error
 # the sweep handles (and retries) itself.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+_OPENED: set[str] = set()  # embedded stores this process has opened (`first_use`)
 
 
 def connect(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
@@ -47,13 +50,11 @@ def connect(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
     With the embedded SQLite store, artifacts go to `mlruns/` beside the database file.
     """
     artifact_location = artifact_root(cfg.uri)
-    db = sqlite_path(cfg.uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    client = MlflowClient(tracking_uri=cfg.uri)
-    experiment = client.get_experiment_by_name(cfg.experiment)
+    with first_use(cfg.uri):
+        client = MlflowClient(tracking_uri=cfg.uri)
+        experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is not None:
         return client, experiment.experiment_id
     try:
@@ -63,6 +64,26 @@ def connect(cfg: TrackingConfig) -> tuple[MlflowClient, str]:
         if experiment is None:
             raise
         return client, experiment.experiment_id
+
+
+@contextlib.contextmanager
+def first_use(uri: str) -> Iterator[None]:
+    """Held while this process first opens an embedded SQLite store: workers that a scheduler
+    starts together would otherwise all create its tables and run its migrations at once (and
+    lose the race with "table already exists"). An exclusive `flock` on `<db>.lock`; a no-op
+    for any other store and once the process has opened this one."""
+    db = sqlite_path(uri)
+    if db is None or uri in _OPENED:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+            _OPENED.add(uri)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def start_run(
