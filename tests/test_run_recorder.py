@@ -1,0 +1,52 @@
+"""`pipeline.train`'s recording process: it records what the in-process path records, and its
+errors reach the training process instead of vanishing with the second process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ComposeFn
+from mlflow.tracking import MlflowClient
+from sweeping import RUN_PLOTS, artifact_paths
+
+from pipeline.train import read_settings, run_one
+
+OVERRIDES = ["train.epochs=200", "train.log_every=10", "train.compile_cache=null"]
+
+
+def _run(compose_cfg: ComposeFn, uri: str, background: bool):
+    settings = read_settings(compose_cfg("train", [*OVERRIDES, f"tracking.uri={uri}"]))
+    return run_one(settings, verbose=False, background=background)
+
+
+def test_background_and_in_process_recording_write_the_same_run(
+    compose_cfg: ComposeFn, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    here, there = _run(compose_cfg, uri, False), _run(compose_cfg, uri, True)
+    client = MlflowClient(uri)
+    runs = [client.get_run(o.run_id) for o in (here, there)]
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert runs[0].data.params == runs[1].data.params
+    assert runs[0].data.tags["pipeline.role"] == runs[1].data.tags["pipeline.role"] == "run"
+    assert runs[0].data.metrics.keys() == runs[1].data.metrics.keys()
+    assert runs[1].data.metrics["val_value_mse"] == pytest.approx(
+        runs[0].data.metrics["val_value_mse"], rel=1e-6
+    )
+    assert there.metrics["objective_value"] == runs[1].data.metrics["objective_value"]
+    steps = [
+        sorted(m.step for m in client.get_metric_history(o.run_id, "loss")) for o in (here, there)
+    ]
+    assert steps[0] == steps[1] and steps[1][-1] == 200
+    assert artifact_paths(client, there.run_id) >= RUN_PLOTS
+    assert there.ui_command == here.ui_command and "pipeline.ui" in there.ui_command
+
+
+def test_a_store_the_recording_process_cannot_open_fails_the_run(
+    compose_cfg: ComposeFn, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.raises(OSError):
+        _run(compose_cfg, f"sqlite:///{blocker / 'mlflow.db'}", True)
