@@ -94,11 +94,10 @@ def run_one(settings: RunSettings, verbose: bool = True, background: bool = Fals
 
 def _train(settings: RunSettings, data: Dataset, verbose: bool) -> TrainResult:
     entry.import_tensorflow_quietly(settings.train.compile_cache)
-    from pipeline.core.model import build_model, initial_weights
+    from pipeline.core.model import seeded_weights
     from pipeline.core.trainer import TrainSpec, train
 
     s = settings
-    model = build_model(s.model.hidden, s.model.activation, s.train.seed)
     spec = TrainSpec(
         activation=s.model.activation,
         optimizer=s.train.optimizer,
@@ -120,7 +119,9 @@ def _train(settings: RunSettings, data: Dataset, verbose: bool) -> TrainResult:
             )
         return False
 
-    result = train(spec, initial_weights(model), data, on_report=progress)
+    # The weights the post's Keras model starts from, without building it (~0.1 s).
+    weights = seeded_weights(s.model.hidden, s.train.seed)
+    result = train(spec, weights, data, on_report=progress)
     if result.diverged_at is not None and verbose:
         print(f"stopped: non-finite loss at epoch {result.diverged_at}")
     return result
