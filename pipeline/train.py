@@ -86,10 +86,12 @@ def run_one(settings: RunSettings, verbose: bool = True, background: bool = Fals
     data = make_dataset(s.data, s.problem, s.objective.anchor_x, s.train.seed)
     recorder = RunRecorder(s.tracking, data, s.train.epochs, background=background)
     try:
-        result = _train(settings, data, verbose)
-        return _record(settings, result, data, recorder)
-    finally:
-        recorder.close()
+        outcome = _record(settings, _train(settings, data, verbose), data, recorder)
+    except BaseException:  # Ctrl-C, a failure: no waiting on the recording process
+        recorder.abandon()
+        raise
+    recorder.close()
+    return outcome
 
 
 def _train(settings: RunSettings, data: Dataset, verbose: bool) -> TrainResult:

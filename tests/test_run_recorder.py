@@ -3,6 +3,10 @@ errors reach the training process instead of vanishing with the second process."
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +54,21 @@ def test_a_store_the_recording_process_cannot_open_fails_the_run(
     blocker.write_text("")
     with pytest.raises(OSError):
         _run(compose_cfg, f"sqlite:///{blocker / 'mlflow.db'}", True)
+
+
+def test_ctrl_c_while_training_ends_both_processes_and_records_no_run(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "pipeline.train", "train.epochs=1000000",
+               "train.compile_cache=null"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    assert process.stdout is not None
+    first = process.stdout.readline()  # the first progress line: training is under way
+    assert first.startswith("epoch"), first
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+    db = tmp_path / "mlruns" / "mlflow.db"
+    if db.exists():  # the recording process may have connected: it made no run
+        client = MlflowClient(f"sqlite:///{db}")
+        assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

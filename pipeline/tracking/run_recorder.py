@@ -80,6 +80,17 @@ class RunRecorder:
         that left it running would wait for it forever (multiprocessing joins its children)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    def abandon(self) -> None:
+        """Kill the process now (the run was interrupted or failed): it may be waiting on a
+        store that does not answer, and nothing of the run is written before `record`."""
+        if isinstance(self._executor, ProcessPoolExecutor):
+            from pipeline.tracking.recorder import pool_processes
+
+            processes = pool_processes(self._executor)  # shutdown forgets them
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.kill()
+
 
 class _Here(Executor):
     """An executor that runs each call at once, in this process."""
