@@ -4,28 +4,41 @@
     python benchmarks/quality.py --problems log --objectives derivative --seeds 0
     python benchmarks/quality.py --problems log --objectives derivative --n-colloc 50 100 200
     python benchmarks/quality.py --problems log --seeds 0 1 2 3 4 --set train.lr_decay.fraction=0
+    python benchmarks/quality.py --problems log --objectives derivative value \
+        --baseline-ref 4ff61b1 --set study.pruner.name=hyperband
 
 Each cell is `python -m pipeline.sweep problem=<p> objective=<o> study.seed=<s>` (30 trials of
-10,000 epochs by default) run in-process in a fresh temporary store. Per cell it prints the
-baseline (trial 0: the post's network trained on what the objective trains on), the reference
-(the post's network trained the post's way, on the data points), the best trial's value and both
-of its validation errors, and the ratios; then the medians over seeds, and the issue's targets for
-`log` where the cells to judge them ran. `--n-colloc` repeats every cell per collocation count:
-how the default `data.n_colloc` was chosen; `--set train.lr_decay.fraction=...` is how the
-sweep's learning-rate decay was.
+10,000 epochs by default), a new process in a fresh temporary store, every graph compiled. Per
+cell it prints the baseline (trial 0: the post's network trained on what the objective trains
+on), the reference (the post's network trained the post's way, on the data points), the best
+trial's value and both of its validation errors, and the ratios; then the times (from the first
+trial's start) at which the study's best value first reached the baseline / 100, / 1000 and its
+final best; then the medians over seeds, and the issue's targets for `log` where the cells to
+judge them ran. `--n-colloc` repeats every cell per collocation count: how the default
+`data.n_colloc` was chosen; `--set train.lr_decay.fraction=...` is how the sweep's learning-rate
+decay was. `--baseline-ref <git ref>` also runs every cell, just before, with that checkout of
+the project (a git worktree; its own defaults, `--set` not applied) and prints how many times
+sooner this checkout reached the same levels, the ref's final best (median over seeds) among them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from quality_times import best_over_time, checkout, ratio_text, seconds_text, time_to
+
+REPO = Path(__file__).resolve().parents[1]
 
 PROBLEMS = ("log", "sin", "exp", "runge")
 OBJECTIVES = ("value", "derivative", "sobolev")
@@ -53,6 +66,8 @@ class Outcome:
     best_deriv_mse: float
     seconds: float  # wall
     cpu: float  # CPU seconds of the sweep and its recording process
+    # (seconds since the first trial started, best value then) at every improvement
+    steps: list[tuple[float, float]] = field(default_factory=list, compare=False)
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,56 +82,66 @@ def parse_args() -> argparse.Namespace:
         "--set", nargs="*", default=[], help="more overrides, e.g. data.resample=true"
     )
     parser.add_argument("--log", type=Path, help="where the sweeps' own output goes")
+    parser.add_argument("--baseline-ref", help="also run every cell with this git ref's checkout")
     return parser.parse_args()
 
 
-def overrides(cell: Cell, args: argparse.Namespace, root: Path) -> list[str]:
+def overrides(cell: Cell, args: argparse.Namespace) -> list[str]:
+    """The cell's overrides, which both checkouts get (`--set` is this checkout's alone)."""
     found = [
         f"problem={cell.problem}",
         f"objective={cell.objective}",
         f"study.seed={cell.seed}",
         f"study.n_trials={args.trials}",
         f"train.epochs={args.epochs}",
-        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-        f"study.storage={root / 'optuna.journal'}",
     ]
     if cell.n_colloc is not None:
         found.append(f"data.n_colloc={cell.n_colloc}")
-    return found + list(args.set)
+    return found
 
 
-def run_cell(cell: Cell, args: argparse.Namespace, log) -> Outcome:
-    """One default sweep in a fresh store; its figures read back from Optuna and MLflow."""
+def run_cell(cell: Cell, overrides: list[str], checkout: Path, log) -> Outcome:
+    """One sweep of `checkout`'s code in a fresh store (a new process, no compile cache); its
+    figures read back from MLflow, its best value over time from Optuna's journal."""
     from mlflow.tracking import MlflowClient
-
-    from pipeline.names import ROLE_TAG
-    from pipeline.settings import load
-    from pipeline.sweeping.reference import METRIC
-    from pipeline.sweeping.runner import run_sweep
 
     with tempfile.TemporaryDirectory(prefix="quality-") as scratch:
         root = Path(scratch)
-        settings = load("sweep", overrides(cell, args, root))
+        command = [sys.executable, "-m", "pipeline.sweep", *_stores(root), *overrides]
         started, cpu = time.perf_counter(), _cpu()
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            code = run_sweep(settings)
+        done = subprocess.run(
+            [*command, "train.compile_cache=null"],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(checkout)},
+            stdout=log,
+            stderr=log,
+        )
         seconds, cpu = time.perf_counter() - started, _cpu() - cpu
-        if code != 0:
-            raise SystemExit(f"{cell}: the sweep exited {code}; see the log")
-        client = MlflowClient(settings.tracking.uri)
-        experiment = client.get_experiment_by_name(settings.tracking.experiment)
-        (parent,) = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'study'")
+        if done.returncode != 0:
+            raise SystemExit(f"{cell} ({checkout}): the sweep exited {done.returncode}; see --log")
+        client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("pipeline")
+        (parent,) = client.search_runs([experiment.experiment_id], "tags.`pipeline.role` = 'study'")
         metrics = parent.data.metrics
         best = client.get_run(parent.data.tags["best_run_id"]).data.metrics
+        name = parent.data.tags["optuna.study_name"]
         return Outcome(
             baseline=metrics["baseline_value"],
             best=metrics["best_value"],
-            reference=metrics.get(METRIC, metrics["baseline_value"]),
+            reference=metrics.get("reference_value", metrics["baseline_value"]),
             best_value_mse=best["val_value_mse"],
             best_deriv_mse=best["val_deriv_mse"],
             seconds=seconds,
             cpu=cpu,
+            steps=best_over_time(str(root / "optuna.journal"), name),
         )
+
+
+def _stores(root: Path) -> list[str]:
+    return [
+        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        f"study.storage={root / 'optuna.journal'}",
+    ]
 
 
 def _cpu() -> float:
@@ -143,8 +168,30 @@ HEADER = (
 
 
 def _median(outcomes: list[Outcome]) -> Outcome:
-    fields = Outcome.__dataclass_fields__
+    fields = [k for k in Outcome.__dataclass_fields__ if k != "steps"]
     return Outcome(**{k: statistics.median(getattr(o, k) for o in outcomes) for k in fields})
+
+
+def levels(yardstick: Outcome, best: float) -> dict[str, float]:
+    """The levels a study's time to quality is taken at: the baseline / 100 and / 1000, `best`."""
+    return {
+        "base/100": yardstick.baseline / 100,
+        "base/1000": yardstick.baseline / 1000,
+        "best": best,
+    }
+
+
+def time_line(level_values: dict[str, float], ours: list[Outcome], ref: list[Outcome]) -> str:
+    """Median seconds (over `ours`) to each level; with `ref`, its times and the ratio."""
+    parts = []
+    for name, level in level_values.items():
+        mine = statistics.median(time_to(o.steps, level) for o in ours)
+        part = f"{name} {level:.2e}: {seconds_text(mine)}"
+        if ref:
+            theirs = statistics.median(time_to(o.steps, level) for o in ref)
+            part += f" (ref {seconds_text(theirs)}, ref/this {ratio_text(theirs, mine)})"
+        parts.append(part)
+    return "  time to " + "; ".join(parts)
 
 
 def report_targets(medians: dict[tuple, Outcome], n_colloc: int | None) -> None:
@@ -173,14 +220,6 @@ def report_targets(medians: dict[tuple, Outcome], n_colloc: int | None) -> None:
 
 def main() -> None:
     args = parse_args()
-    from pipeline import entry
-    from pipeline.tracking import store
-
-    entry.import_tensorflow_quietly(None)  # every graph compiled: what is measured
-    store.log_keras_model = lambda client, run_id, model: None  # not what is measured here
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     cells = [
         Cell(p, o, s, n)
         for p in args.problems
@@ -188,27 +227,50 @@ def main() -> None:
         for n in args.n_colloc
         for s in args.seeds
     ]
+    ref_note = f"; against {args.baseline_ref}" if args.baseline_ref else ""
     print(
-        f"{len(cells)} sweeps of {args.trials} trials x {args.epochs} epochs; {' '.join(args.set)}"
+        f"{len(cells)} sweeps of {args.trials} trials x {args.epochs} epochs; "
+        f"{' '.join(args.set)}{ref_note}"
     )
     print(HEADER)
     groups: dict[tuple, list[Outcome]] = {}
+    ref_groups: dict[tuple, list[Outcome]] = {}
     log = args.log.open("a") if args.log else open("/dev/null", "w")  # noqa: SIM115
-    with log:
+    with log, checkout(REPO, args.baseline_ref) if args.baseline_ref else _none() as old:
         for cell in cells:
-            outcome = run_cell(cell, args, log)
-            groups.setdefault((cell.problem, cell.objective, cell.n_colloc), []).append(outcome)
+            key = (cell.problem, cell.objective, cell.n_colloc)
             colloc = "" if cell.n_colloc is None else f" n_colloc={cell.n_colloc}"
-            print(_row(f"{cell.problem}/{cell.objective}{colloc} seed {cell.seed}", outcome))
+            name = f"{cell.problem}/{cell.objective}{colloc} seed {cell.seed}"
+            ref = []
+            if old is not None:
+                ref = [run_cell(cell, overrides(cell, args), old, log)]
+                ref_groups.setdefault(key, []).extend(ref)
+                print(_row(f"{name} [ref]", ref[0]))
+            outcome = run_cell(cell, overrides(cell, args) + list(args.set), REPO, log)
+            groups.setdefault(key, []).append(outcome)
+            print(_row(name, outcome))
+            yardstick = ref[0] if ref else outcome
+            print(time_line(levels(yardstick, yardstick.best), [outcome], ref))
             sys.stdout.flush()
     print("\nMedians over seeds:")
     print(HEADER)
     medians = {key: _median(found) for key, found in groups.items()}
-    for (problem, objective, n_colloc), median in medians.items():
+    for key, median in medians.items():
+        problem, objective, n_colloc = key
         colloc = "" if n_colloc is None else f" n_colloc={n_colloc}"
+        ref = ref_groups.get(key, [])
+        if ref:
+            print(_row(f"{problem}/{objective}{colloc} [ref]", _median(ref)))
         print(_row(f"{problem}/{objective}{colloc}", median))
+        yardstick = _median(ref) if ref else median
+        print(time_line(levels(yardstick, yardstick.best), groups[key], ref))
     for n_colloc in args.n_colloc:
         report_targets(medians, n_colloc)
+
+
+@contextlib.contextmanager
+def _none() -> Iterator[None]:
+    yield None
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Ours: `pipeline.core.trainer.train` with the post's network ([10, 10] sigmoid, S
 full-batch epochs) on both objectives; the first call (XLA compile included) is reported apart,
 then the best of `--repeats` full runs. Then a population of `--population` post networks
 trained at once in one graph (per network-epoch). Keras: `model.fit` on the value objective
-(the post's setup), timed over `--fit-epochs` epochs after a one-epoch warm-up, per epoch.
+(the post's setup), timed over `--fit-epochs` epochs after a one-epoch warm-up, per epoch. The
+floor a reader compares with: the same network, loss and SGD in one jit-compiled JAX loop
+(`benchmarks/jax_floor.py`; with the `[bench]` extra, else skipped with a note).
 Each ratio is printed beside its target; all are measured in this one run.
 
     python benchmarks/trainer.py [--threads 1] [--epochs 10000] [--population 32] [--repeats 3]
@@ -48,6 +50,7 @@ def main() -> None:
     args = parse_args()
     data, start = setup(args)
     ours = time_ours(args, data, start)
+    time_floor(args, data, start, ours)
     fit_us = time_model_fit(args, data)
     crowd = time_population(args, data, start)
     report(args, fit_us, ours, crowd)
@@ -112,6 +115,23 @@ def time_ours(args: argparse.Namespace, data, start) -> dict[str, float]:
             f"val_deriv_mse {first.val_deriv_mse:.3e})"
         )
     return ours
+
+
+def time_floor(args: argparse.Namespace, data, start, ours: dict[str, float]) -> None:
+    """The JAX floor per objective (`benchmarks/jax_floor.py`) beside ours, or a note."""
+    from jax_floor import floor_us
+
+    for objective in ("value", "derivative"):
+        found = floor_us(data, start, objective, args.epochs, POST_LOSS["anchor_weight"],
+                         args.repeats)  # fmt: skip
+        if found is None:
+            print("jax floor: JAX is not installed (pip install -e '.[bench]'); skipped")
+            return
+        floor, final_loss = found
+        print(
+            f"jax   {objective:<10} whole loop in one jit: {floor:7.2f} us/epoch  "
+            f"(final loss {final_loss:.3e}); ours/floor = {ours[objective] / floor:.2f}x"
+        )
 
 
 def time_model_fit(args: argparse.Namespace, data) -> float:

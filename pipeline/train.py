@@ -8,6 +8,7 @@ Logic lives in `run_one`; `main` only reads config.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +17,7 @@ from pipeline import entry
 from pipeline.core.data import Dataset, make_dataset
 from pipeline.core.problems import Problem, read_problem
 from pipeline.core.results import TrainResult
-from pipeline.names import OBJECTIVE_TAG, REASON, ROLE_TAG
+from pipeline.names import OBJECTIVE_TAG, ROLE_TAG
 from pipeline.settings import (
     CONF_DIR,
     OBJECTIVES,
@@ -32,6 +33,9 @@ from pipeline.settings import (
     read_tracking,
     read_train,
 )
+
+if TYPE_CHECKING:
+    from pipeline.tracking.run_recorder import RunRecorder
 
 PROGRESS_EVERY = 1000  # epochs between progress lines (one compiled chunk each)
 
@@ -53,6 +57,7 @@ class RunOutcome:
     run_id: str
     experiment_id: str
     metrics: dict[str, float]
+    ui_command: str  # how to look at the run
 
 
 def read_settings(cfg: DictConfig) -> RunSettings:
@@ -72,15 +77,29 @@ def read_settings(cfg: DictConfig) -> RunSettings:
     )
 
 
-def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
-    """Train one configuration with the compiled tape loop and log it as one MLflow run."""
-    entry.import_tensorflow_quietly(settings.train.compile_cache)
-    from pipeline.core.model import build_model, initial_weights
-    from pipeline.core.trainer import TrainSpec, train
+def run_one(settings: RunSettings, verbose: bool = True, background: bool = False) -> RunOutcome:
+    """Train one configuration with the compiled tape loop and log it as one MLflow run;
+    `background`: MLflow's side starts in a second process while TensorFlow imports."""
+    from pipeline.tracking.run_recorder import RunRecorder
 
     s = settings
     data = make_dataset(s.data, s.problem, s.objective.anchor_x, s.train.seed)
-    model = build_model(s.model.hidden, s.model.activation, s.train.seed)
+    recorder = RunRecorder(s.tracking, data, s.train.epochs, background=background)
+    try:
+        outcome = _record(settings, _train(settings, data, verbose), data, recorder)
+    except BaseException:  # Ctrl-C, a failure: no waiting on the recording process
+        recorder.abandon()
+        raise
+    recorder.close()
+    return outcome
+
+
+def _train(settings: RunSettings, data: Dataset, verbose: bool) -> TrainResult:
+    entry.import_tensorflow_quietly(settings.train.compile_cache)
+    from pipeline.core.model import seeded_weights
+    from pipeline.core.trainer import TrainSpec, train
+
+    s = settings
     spec = TrainSpec(
         activation=s.model.activation,
         optimizer=s.train.optimizer,
@@ -102,25 +121,21 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
             )
         return False
 
-    result = train(spec, initial_weights(model), data, on_report=progress)
+    # The weights the post's Keras model starts from, without building it (~0.1 s).
+    weights = seeded_weights(s.model.hidden, s.train.seed)
+    result = train(spec, weights, data, on_report=progress)
     if result.diverged_at is not None and verbose:
         print(f"stopped: non-finite loss at epoch {result.diverged_at}")
-    return _record(settings, result, data)
+    return result
 
 
-def _record(settings: RunSettings, result: TrainResult, data: Dataset) -> RunOutcome:
+def _record(
+    settings: RunSettings, result: TrainResult, data: Dataset, recorder: RunRecorder
+) -> RunOutcome:
     """The trained network as one MLflow run: FINISHED, or FAILED with why when it diverged."""
-    from pipeline.tracking import store
-    from pipeline.tracking.recording import record_training, run_params
+    from pipeline.tracking.recording import run_params
 
     s = settings
-    client, experiment_id = store.connect(s.tracking)
-    run_id = store.start_run(
-        client,
-        experiment_id,
-        name=f"train-{s.problem.name}-{s.objective.name}",
-        tags={ROLE_TAG: "run", OBJECTIVE_TAG: s.objective.name},
-    )
     params = run_params(
         s.model.hidden,
         s.model.activation,
@@ -135,13 +150,23 @@ def _record(settings: RunSettings, result: TrainResult, data: Dataset) -> RunOut
     params |= s.objective.params()
     params |= {f"data.{k}": v for k, v in vars(s.data).items()}
     label = f"{s.problem.name}-{s.objective.name}"
-    metrics = record_training(client, run_id, result, data, params, s.objective, label=label)
-    if result.diverged_at is None:
-        store.end_run(client, run_id, "FINISHED")
-    else:
-        reason = {REASON: f"non-finite loss at epoch {result.diverged_at}"}
-        store.end_run(client, run_id, "FAILED", tags=reason)
-    return RunOutcome(run_id=run_id, experiment_id=experiment_id, metrics=metrics)
+    diverged = result.diverged_at
+    recorded = recorder.record(
+        f"train-{label}",
+        label,
+        {ROLE_TAG: "run", OBJECTIVE_TAG: s.objective.name},
+        params,
+        result,
+        data,
+        s.objective,
+        failure=None if diverged is None else f"non-finite loss at epoch {diverged}",
+    )
+    return RunOutcome(
+        run_id=recorded.run_id,
+        experiment_id=recorded.experiment_id,
+        metrics=recorded.metrics,
+        ui_command=recorded.ui_command,
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -151,15 +176,13 @@ def main(cfg: DictConfig) -> None:
         settings = read_settings(cfg)
     except ConfigError as error:
         entry.fail(error)
-    outcome = run_one(settings)
+    outcome = run_one(settings, background=True)
     m = outcome.metrics
     print(
         f"run {outcome.run_id}: val_value_mse {m['val_value_mse']:.3e}, "
         f"val_deriv_mse {m['val_deriv_mse']:.3e} ({m['train_seconds']:.1f} s training)"
     )
-    from pipeline.tracking.store import ui_command
-
-    print(f"open it: {ui_command(settings.tracking.uri)}  (experiment {outcome.experiment_id})")
+    print(f"open it: {outcome.ui_command}  (experiment {outcome.experiment_id})")
     entry.exit_now(0)
 
 

@@ -21,6 +21,7 @@ SMALL = {
          "--report-every", "100"],
         "speed-up population of 2",
     ),
+    "startup.py": (["--repeats", "1", "train.epochs=200"], "beyond TensorFlow's import"),
     "tracking.py": (["--epochs", "200", "--repeats", "1"], "train + record, background"),
     "workers.py": (["--trials", "2", "--epochs", "200", "--workers", "1"], "2-trial study"),
     "coordination.py": (
@@ -51,3 +52,24 @@ def test_benchmark_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert expected in done.stdout, done.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_quality_times_both_checkouts_against_the_same_levels(tmp_path: Path) -> None:
+    """`--baseline-ref` runs each cell with that checkout too and prints the times' ratios."""
+    args = ["--problems", "log", "--objectives", "value", "--seeds", "0", "--trials", "2",
+            "--epochs", "200", "--baseline-ref", "HEAD"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "quality.py"), *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("log/value seed 0")]
+    assert len(rows) == 2 and "[ref]" in rows[0] and "[ref]" not in rows[1], done.stdout
+    times = [line for line in done.stdout.splitlines() if line.startswith("  time to ")]
+    assert len(times) == 2, done.stdout  # the seed's, then the medians'
+    assert "base/100" in times[0] and "best" in times[0] and "ref/this" in times[0]

@@ -100,6 +100,7 @@ def test_median_pruner_prunes_and_the_run_says_so(tmp_path: Path) -> None:
         ("random", "hyperband"),
         ("cmaes", "none"),
         ("qmc", "median"),
+        ("tpe", "successive_halving"),
     ],
 )
 def test_every_sampler_and_pruner_runs_trials(tmp_path: Path, sampler: str, pruner: str) -> None:

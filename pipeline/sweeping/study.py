@@ -29,7 +29,7 @@ from pipeline.sweeping.storage import GRPC, open_storage, read_storage
 # why it failed or was pruned (both).
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_RETRY = 3  # a trial whose worker died is retried this often (Optuna's heartbeat retry)
 
@@ -149,6 +149,8 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
             return optuna.pruners.MedianPruner(**cfg.pruner_options)
         if cfg.pruner == "hyperband":
             return optuna.pruners.HyperbandPruner(**cfg.pruner_options)
+        if cfg.pruner == "successive_halving":  # ASHA's rungs, one bracket: TPE sees every trial
+            return optuna.pruners.SuccessiveHalvingPruner(**cfg.pruner_options)
         return optuna.pruners.NopPruner()
     except TypeError as error:
         raise ConfigError("study.pruner.options", cfg.pruner_options, str(error)) from None
