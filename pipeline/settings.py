@@ -69,11 +69,17 @@ class ObjectiveConfig:
     anchor_weight: float = 0.0
     anchor_x: float | None = None
     deriv_weight: float = 0.0
+    # The residual objective's weight of the squared condition errors: in the loss of the
+    # baseline (a sweep's other trials sample their own, search.condition_weight) and in what
+    # its studies minimise.
+    condition_weight: float = 0.0
 
     def params(self) -> dict[str, float]:
         """The settings this objective's loss uses, as run params: the anchor where it has one,
-        the Sobolev weight where it weighs f' against f."""
+        the Sobolev weight where it weighs f' against f, the residual's condition weight."""
         entry = REGISTRY[self.name]
+        if entry.residual:
+            return {"condition_weight": self.condition_weight}
         params = {}
         if entry.anchored:
             params |= {"anchor_weight": self.anchor_weight, "anchor_x": self.anchor_x}
@@ -187,13 +193,20 @@ def read_objective(section: Mapping[str, Any], allowed: tuple[str, ...]) -> Obje
         raise ConfigError("objective", name, f"must be one of {', '.join(allowed)}")
     # `both` runs value and derivative: the anchor of the derivative objective applies.
     entry = REGISTRY["derivative" if name == "both" else name]
-    uses = {"anchor_weight": entry.anchored, "deriv_weight": entry.fits_value and entry.fits_slope}
+    uses = {
+        "anchor_weight": entry.anchored,
+        "deriv_weight": entry.fits_value and entry.fits_slope,
+        "condition_weight": entry.residual,
+    }
     weights = {}
     for key, used in uses.items():
         weights[key] = read_float(section, "objective", key) if used or key in section else 0.0
         if weights[key] < 0:
             raise ConfigError(f"objective.{key}", weights[key], "must be a number >= 0")
-    anchor_x = read_float(section, "objective", "anchor_x")
+    # An equation's conditions pin its solution: the residual objective has no anchor, and an
+    # equation's problem sets none (`ode_problems.check_objective` says which pairs work).
+    given = not entry.residual and section.get("anchor_x") is not None
+    anchor_x = read_float(section, "objective", "anchor_x") if given else None
     return ObjectiveConfig(name=name, anchor_x=anchor_x, **weights)
 
 

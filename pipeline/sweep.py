@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import entry
 from pipeline.core.data import make_dataset
+from pipeline.core.ode_problems import check_objective
 from pipeline.core.problems import read_problem
 from pipeline.settings import (
     CONF_DIR,
@@ -59,6 +60,8 @@ def read_settings(cfg: DictConfig) -> SweepSettings:
     names = BOTH if chosen.name == "both" else (chosen.name,)
     objectives = tuple(replace(chosen, name=name) for name in names)
     problem, data = read_problem(raw["problem"]), read_data(raw["data"])
+    for objective in objectives:
+        check_objective(problem, objective.name, objective.anchor_x)
     train = read_sweep_train(raw["train"])
     make_dataset(data, problem, chosen.anchor_x, train.seed)  # f, f' finite: ConfigError if not
     return SweepSettings(

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import entry
 from pipeline.core.data import Dataset, make_dataset
+from pipeline.core.ode_problems import check_objective
 from pipeline.core.problems import Problem, read_problem
 from pipeline.core.results import TrainResult
 from pipeline.names import OBJECTIVE_TAG, REASON, ROLE_TAG
@@ -60,6 +61,7 @@ def read_settings(cfg: DictConfig) -> RunSettings:
     raw = OmegaConf.to_container(cfg, resolve=True)
     objective = read_objective(raw["objective"], OBJECTIVES)
     problem, data = read_problem(raw["problem"]), read_data(raw["data"])
+    check_objective(problem, objective.name, objective.anchor_x)
     train = read_train(raw["train"])
     make_dataset(data, problem, objective.anchor_x, train.seed)  # f, f' finite: ConfigError if not
     return RunSettings(
@@ -92,13 +94,16 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
         deriv_weight=s.objective.deriv_weight,
         log_every=s.train.log_every,
         report_every=min(PROGRESS_EVERY, s.train.epochs),
+        condition_weight=s.objective.condition_weight,
     )
 
     def progress(report) -> bool:
         if verbose:
+            residual = report.val_residual_mse
+            extra = f"  val_residual_mse {residual:.3e}" if residual == residual else ""
             print(
                 f"epoch {report.epoch:>6}  loss {report.loss:.3e}  val_value_mse "
-                f"{report.val_value_mse:.3e}  val_deriv_mse {report.val_deriv_mse:.3e}"
+                f"{report.val_value_mse:.3e}  val_deriv_mse {report.val_deriv_mse:.3e}{extra}"
             )
         return False
 
@@ -153,10 +158,11 @@ def main(cfg: DictConfig) -> None:
         entry.fail(error)
     outcome = run_one(settings)
     m = outcome.metrics
-    print(
-        f"run {outcome.run_id}: val_value_mse {m['val_value_mse']:.3e}, "
-        f"val_deriv_mse {m['val_deriv_mse']:.3e} ({m['train_seconds']:.1f} s training)"
-    )
+    shown = [
+        k for k in ("val_value_mse", "val_deriv_mse", "val_residual_mse", "val_l2re") if k in m
+    ]
+    errors = ", ".join(f"{k} {m[k]:.3e}" for k in shown)
+    print(f"run {outcome.run_id}: {errors} ({m['train_seconds']:.1f} s training)")
     from pipeline.tracking.store import ui_command
 
     print(f"open it: {ui_command(settings.tracking.uri)}  (experiment {outcome.experiment_id})")
