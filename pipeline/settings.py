@@ -203,10 +203,8 @@ def read_objective(section: Mapping[str, Any], allowed: tuple[str, ...]) -> Obje
         weights[key] = read_float(section, "objective", key) if used or key in section else 0.0
         if weights[key] < 0:
             raise ConfigError(f"objective.{key}", weights[key], "must be a number >= 0")
-    # An equation's conditions pin its solution: the residual objective has no anchor, and an
-    # equation's problem sets none (`ode_problems.check_objective` says which pairs work).
-    given = not entry.residual and section.get("anchor_x") is not None
-    anchor_x = read_float(section, "objective", "anchor_x") if given else None
+    # An equation's conditions pin its solution: the residual objective has no anchor.
+    anchor_x = None if entry.residual else read_float(section, "objective", "anchor_x")
     return ObjectiveConfig(name=name, anchor_x=anchor_x, **weights)
 
 

@@ -59,9 +59,10 @@ class RunOutcome:
 def read_settings(cfg: DictConfig) -> RunSettings:
     """Typed, validated settings from the composed config (raises ConfigError)."""
     raw = OmegaConf.to_container(cfg, resolve=True)
+    problem = read_problem(raw["problem"])
+    check_objective(problem, raw["objective"].get("name"))  # an equation takes the residual
     objective = read_objective(raw["objective"], OBJECTIVES)
-    problem, data = read_problem(raw["problem"]), read_data(raw["data"])
-    check_objective(problem, objective.name, objective.anchor_x)
+    data = read_data(raw["data"])
     train = read_train(raw["train"])
     make_dataset(data, problem, objective.anchor_x, train.seed)  # f, f' finite: ConfigError if not
     return RunSettings(

@@ -128,12 +128,10 @@ def check(problem: Problem, x_min: float, x_max: float, points: np.ndarray | Non
     exact.check_solution(spec, problem.expression, x_min, x_max)
 
 
-def check_objective(problem: Problem, objective: str, anchor_x: float | None = None) -> None:
-    """ConfigError unless the objective can train the problem: an equation only the residual
-    objective (its default), a target any other, at its anchor x0."""
+def check_objective(problem: Problem, objective: Any) -> None:
+    """ConfigError unless the objective (the name as given) can train the problem: an equation
+    only the residual objective (its default), a target any other."""
     residual = objective == "residual"
-    if problem.equation is None and not residual and anchor_x is None:
-        raise ConfigError("objective.anchor_x", None, "a value is required")
     if problem.equation is not None and not residual:
         raise ConfigError(
             "objective",
