@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config_values import (  # re-exported: the readers' one import for every layer
+    CONF_DIR,
     ConfigError,
     read_bool,
     read_choice,
@@ -25,7 +26,9 @@ from pipeline.config_values import (  # re-exported: the readers' one import for
     read_int,
     required,
 )
+from pipeline.core.data import DataConfig  # re-exported: core owns the types it takes
 from pipeline.core.objectives import OBJECTIVES as REGISTRY
+from pipeline.core.specs import CONSTANT_RATE, LrDecay
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -33,25 +36,9 @@ if TYPE_CHECKING:
     from pipeline.sweeping.handle import SweepSettings
     from pipeline.train import RunSettings
 
-# The Hydra config directory: the only definition of where it is. In a checkout `pipeline/conf`
-# is a symlink to the repository's `conf/`; a wheel holds the files themselves there.
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-
 OBJECTIVES = tuple(REGISTRY)
 ACTIVATIONS = ("sigmoid", "tanh", "softplus", "relu", "elu", "silu")
 OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Domain [x_min, x_max], data and collocation points, a held-out validation grid."""
-
-    x_min: float
-    x_max: float
-    n_train: int
-    n_val: int
-    n_colloc: int
-    resample: bool
 
 
 @dataclass(frozen=True)
@@ -94,18 +81,6 @@ class ModelConfig:
 
     hidden: tuple[int, ...]
     activation: str
-
-
-@dataclass(frozen=True)
-class LrDecay:
-    """A learning-rate schedule: the rate holds, then over the last `fraction` of the epochs
-    falls along a half cosine to `final` x itself at the last epoch; fraction 0: constant."""
-
-    fraction: float
-    final: float
-
-
-CONSTANT_RATE = LrDecay(fraction=0.0, final=1.0)
 
 
 @dataclass(frozen=True)

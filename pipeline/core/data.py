@@ -11,8 +11,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config_values import ConfigError
 from pipeline.core.problems import Problem
-from pipeline.settings import ConfigError, DataConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Domain [x_min, x_max], data and collocation points, a held-out validation grid."""
+
+    x_min: float
+    x_max: float
+    n_train: int
+    n_val: int
+    n_colloc: int
+    resample: bool
+
 
 Points = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, f(x), f'(x): float32 columns (n, 1)
 

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config_values import ConfigError
+from pipeline.config_values import CONF_DIR, ConfigError
 from pipeline.core.specs import EquationSpec
-from pipeline.settings import CONF_DIR
 
 PROBLEMS_DIR = CONF_DIR / "problem"
 EXPR = "expr"  # the problem whose f the user types (`problem.f`)
