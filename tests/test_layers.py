@@ -55,3 +55,17 @@ def test_the_whole_core_loads_without_mlflow_optuna_or_the_other_layers() -> Non
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_settings_imports_no_entry_point_at_module_level() -> None:
+    """The arrows run one way: entry points -> settings -> core (`load` imports an entry
+    point's reader only when called)."""
+    tree = ast.parse((PACKAGE / "settings.py").read_text())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            top |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            top |= {a.name for a in node.names}
+    entry_points = {"pipeline.train", "pipeline.sweep", "pipeline.sweeping", "pipeline.tracking"}
+    assert not {m for m in top if m.startswith(tuple(entry_points))}, sorted(top)

@@ -287,17 +287,9 @@ def train(
     """
     hidden = [int(np.shape(b)[0]) for b in weights[1:-2:2]]
     layout = layout or Layout.exact(hidden, spec.activation, spec.optimizer)
-    population = Population(
-        layout,
-        1,
-        data,
-        spec.objective,
-        spec.anchor_weight,
-        spec.deriv_weight,
-        spec.report_every,
-        spec.log_every,
-        spec.condition_weight or 0.0,
-    )
+    s = spec
+    population = Population(layout, 1, data, s.objective, s.anchor_weight, s.deriv_weight,
+                            s.report_every, s.log_every, s.condition_weight or 0.0)  # fmt: skip
     population.start(0, weights, spec)
     while not population.finished(0):
         report = population.step().get(0)
