@@ -142,3 +142,23 @@ def test_bad_equations_exit_2_with_one_line_and_write_nothing(tmp_path, override
     result = sweeps.run_sweep(tmp_path, *overrides, timeout=60)
     assert_one_error_line(result, key)
     assert not list(tmp_path.iterdir()), "nothing may be created"
+
+
+def test_without_an_exact_solution_a_run_reports_no_errors_against_one(monkeypatch, capsys):
+    from pipeline.core.data import make_dataset
+    from pipeline.settings import ObjectiveConfig
+    from pipeline.tracking.recording import final_metrics
+
+    monkeypatch.setattr(exact, "solve", lambda equation, conditions: None)  # dsolve finds none
+    pendulum = ["problem=ode", 'problem.equation="y_xx = -sin(y)"', *OSCILLATOR[1:],
+                "data.x_min=0", "data.x_max=3"]  # fmt: skip
+    s = load("train", pendulum)
+    assert not s.problem.known and "no exact solution" in capsys.readouterr().err
+    result = _train_log(pendulum, "residual", epochs=20)
+    data = make_dataset(s.data, s.problem, None, 0)
+    metrics = final_metrics(ObjectiveConfig("residual", condition_weight=1.0), result, data)
+    assert {"val_residual_mse", "condition_sse", "objective_value"} <= set(metrics)
+    assert not {"val_value_mse", "val_deriv_mse", "val_l2re"} & set(metrics)
+    assert metrics["objective_value"] == pytest.approx(
+        result.val_residual_mse + result.condition_sse
+    )
