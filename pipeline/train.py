@@ -7,6 +7,7 @@ Logic lives in `run_one`; `main` only reads config.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import hydra
@@ -101,7 +102,7 @@ def run_one(settings: RunSettings, verbose: bool = True) -> RunOutcome:
     def progress(report) -> bool:
         if verbose:
             residual = report.val_residual_mse
-            extra = f"  val_residual_mse {residual:.3e}" if residual == residual else ""
+            extra = "" if math.isnan(residual) else f"  val_residual_mse {residual:.3e}"
             print(
                 f"epoch {report.epoch:>6}  loss {report.loss:.3e}  val_value_mse "
                 f"{report.val_value_mse:.3e}  val_deriv_mse {report.val_deriv_mse:.3e}{extra}"
