@@ -1,4 +1,4 @@
-"""The one-line config error and the readers of single values that raise it.
+"""Where the config lives, the one-line config error and the readers of single values.
 
 Every reader names the full key users type (`train.epochs`), the value and what is allowed, so
 an entry point can print the error as it is and exit 2. Shared by `pipeline.settings` and the
@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+# The Hydra config directory: the only definition of where it is. In a checkout `pipeline/conf`
+# is a symlink to the repository's `conf/`; a wheel holds the files themselves there.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 class ConfigError(ValueError):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config_values import (  # re-exported: the readers' one import for every layer
+    CONF_DIR,
     ConfigError,
     read_bool,
     read_choice,
@@ -25,7 +26,9 @@ from pipeline.config_values import (  # re-exported: the readers' one import for
     read_int,
     required,
 )
+from pipeline.core.data import DataConfig  # re-exported: core owns the types it takes
 from pipeline.core.objectives import OBJECTIVES as REGISTRY
+from pipeline.core.specs import CONSTANT_RATE, LrDecay
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -33,25 +36,9 @@ if TYPE_CHECKING:
     from pipeline.sweeping.handle import SweepSettings
     from pipeline.train import RunSettings
 
-# The Hydra config directory: the only definition of where it is. In a checkout `pipeline/conf`
-# is a symlink to the repository's `conf/`; a wheel holds the files themselves there.
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-
 OBJECTIVES = tuple(REGISTRY)
 ACTIVATIONS = ("sigmoid", "tanh", "softplus", "relu", "elu", "silu")
 OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Domain [x_min, x_max], data and collocation points, a held-out validation grid."""
-
-    x_min: float
-    x_max: float
-    n_train: int
-    n_val: int
-    n_colloc: int
-    resample: bool
 
 
 @dataclass(frozen=True)
@@ -69,11 +56,17 @@ class ObjectiveConfig:
     anchor_weight: float = 0.0
     anchor_x: float | None = None
     deriv_weight: float = 0.0
+    # The residual objective's weight of the squared condition errors: in the loss of the
+    # baseline (a sweep's other trials sample their own, search.condition_weight) and in what
+    # its studies minimise.
+    condition_weight: float = 0.0
 
     def params(self) -> dict[str, float]:
         """The settings this objective's loss uses, as run params: the anchor where it has one,
-        the Sobolev weight where it weighs f' against f."""
+        the Sobolev weight where it weighs f' against f, the residual's condition weight."""
         entry = REGISTRY[self.name]
+        if entry.residual:
+            return {"condition_weight": self.condition_weight}
         params = {}
         if entry.anchored:
             params |= {"anchor_weight": self.anchor_weight, "anchor_x": self.anchor_x}
@@ -88,18 +81,6 @@ class ModelConfig:
 
     hidden: tuple[int, ...]
     activation: str
-
-
-@dataclass(frozen=True)
-class LrDecay:
-    """A learning-rate schedule: the rate holds, then over the last `fraction` of the epochs
-    falls along a half cosine to `final` x itself at the last epoch; fraction 0: constant."""
-
-    fraction: float
-    final: float
-
-
-CONSTANT_RATE = LrDecay(fraction=0.0, final=1.0)
 
 
 @dataclass(frozen=True)
@@ -187,13 +168,18 @@ def read_objective(section: Mapping[str, Any], allowed: tuple[str, ...]) -> Obje
         raise ConfigError("objective", name, f"must be one of {', '.join(allowed)}")
     # `both` runs value and derivative: the anchor of the derivative objective applies.
     entry = REGISTRY["derivative" if name == "both" else name]
-    uses = {"anchor_weight": entry.anchored, "deriv_weight": entry.fits_value and entry.fits_slope}
+    uses = {
+        "anchor_weight": entry.anchored,
+        "deriv_weight": entry.fits_value and entry.fits_slope,
+        "condition_weight": entry.residual,
+    }
     weights = {}
     for key, used in uses.items():
         weights[key] = read_float(section, "objective", key) if used or key in section else 0.0
         if weights[key] < 0:
             raise ConfigError(f"objective.{key}", weights[key], "must be a number >= 0")
-    anchor_x = read_float(section, "objective", "anchor_x")
+    # An equation's conditions pin its solution: the residual objective has no anchor.
+    anchor_x = None if entry.residual else read_float(section, "objective", "anchor_x")
     return ObjectiveConfig(name=name, anchor_x=anchor_x, **weights)
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import entry
 from pipeline.core.data import make_dataset
+from pipeline.core.ode_problems import check_objective
 from pipeline.core.problems import read_problem
 from pipeline.settings import (
     CONF_DIR,
@@ -55,10 +56,12 @@ def read_sweep_train(section: dict) -> TrainConfig:
 def read_settings(cfg: DictConfig) -> SweepSettings:
     """Typed, validated sweep settings (raises ConfigError naming the key)."""
     raw = OmegaConf.to_container(cfg, resolve=True)
+    problem = read_problem(raw["problem"])
+    check_objective(problem, raw["objective"].get("name"))  # an equation takes the residual
     chosen = read_objective(raw["objective"], (*OBJECTIVES, "both"))
     names = BOTH if chosen.name == "both" else (chosen.name,)
     objectives = tuple(replace(chosen, name=name) for name in names)
-    problem, data = read_problem(raw["problem"]), read_data(raw["data"])
+    data = read_data(raw["data"])
     train = read_sweep_train(raw["train"])
     make_dataset(data, problem, chosen.anchor_x, train.seed)  # f, f' finite: ConfigError if not
     return SweepSettings(

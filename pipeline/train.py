@@ -7,6 +7,7 @@ Logic lives in `run_one`; `main` only reads config.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import entry
 from pipeline.core.data import Dataset, make_dataset
+from pipeline.core.ode_problems import check_objective
 from pipeline.core.problems import Problem, read_problem
 from pipeline.core.results import TrainResult
 from pipeline.names import OBJECTIVE_TAG, ROLE_TAG
@@ -63,8 +65,10 @@ class RunOutcome:
 def read_settings(cfg: DictConfig) -> RunSettings:
     """Typed, validated settings from the composed config (raises ConfigError)."""
     raw = OmegaConf.to_container(cfg, resolve=True)
+    problem = read_problem(raw["problem"])
+    check_objective(problem, raw["objective"].get("name"))  # an equation takes the residual
     objective = read_objective(raw["objective"], OBJECTIVES)
-    problem, data = read_problem(raw["problem"]), read_data(raw["data"])
+    data = read_data(raw["data"])
     train = read_train(raw["train"])
     make_dataset(data, problem, objective.anchor_x, train.seed)  # f, f' finite: ConfigError if not
     return RunSettings(
@@ -111,13 +115,16 @@ def _train(settings: RunSettings, data: Dataset, verbose: bool) -> TrainResult:
         deriv_weight=s.objective.deriv_weight,
         log_every=s.train.log_every,
         report_every=min(PROGRESS_EVERY, s.train.epochs),
+        condition_weight=s.objective.condition_weight,
     )
 
     def progress(report) -> bool:
         if verbose:
+            residual = report.val_residual_mse
+            extra = "" if math.isnan(residual) else f"  val_residual_mse {residual:.3e}"
             print(
                 f"epoch {report.epoch:>6}  loss {report.loss:.3e}  val_value_mse "
-                f"{report.val_value_mse:.3e}  val_deriv_mse {report.val_deriv_mse:.3e}"
+                f"{report.val_value_mse:.3e}  val_deriv_mse {report.val_deriv_mse:.3e}{extra}"
             )
         return False
 
@@ -178,10 +185,11 @@ def main(cfg: DictConfig) -> None:
         entry.fail(error)
     outcome = run_one(settings, background=True)
     m = outcome.metrics
-    print(
-        f"run {outcome.run_id}: val_value_mse {m['val_value_mse']:.3e}, "
-        f"val_deriv_mse {m['val_deriv_mse']:.3e} ({m['train_seconds']:.1f} s training)"
-    )
+    shown = [
+        k for k in ("val_value_mse", "val_deriv_mse", "val_residual_mse", "val_l2re") if k in m
+    ]
+    errors = ", ".join(f"{k} {m[k]:.3e}" for k in shown)
+    print(f"run {outcome.run_id}: {errors} ({m['train_seconds']:.1f} s training)")
     print(f"open it: {outcome.ui_command}  (experiment {outcome.experiment_id})")
     entry.exit_now(0)
 

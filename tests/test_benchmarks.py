@@ -19,7 +19,7 @@ SMALL = {
     "trainer.py": (
         ["--epochs", "200", "--fit-epochs", "3", "--population", "2", "--repeats", "1",
          "--report-every", "100"],
-        "speed-up population of 2",
+        "order 2 / order 1 per epoch",
     ),
     "startup.py": (["--repeats", "1", "train.epochs=200"], "beyond TensorFlow's import"),
     "tracking.py": (["--epochs", "200", "--repeats", "1"], "train + record, background"),
@@ -30,9 +30,9 @@ SMALL = {
         "journal       20   2      4",
     ),
     "quality.py": (
-        ["--problems", "log", "--objectives", "value", "--seeds", "0", "--trials", "2",
-         "--epochs", "200"],
-        "log/value seed 0",
+        ["--problems", "log", "gauss", "--objectives", "value", "residual", "--seeds", "0",
+         "--trials", "2", "--epochs", "200"],
+        "gauss/residual seed 0",
     ),
 }  # fmt: skip
 

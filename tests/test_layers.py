@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
-CORE_MAY_IMPORT = ("pipeline.core", "pipeline.settings")  # typed settings sit above every layer
+# `config_values` owns ConfigError, the one-line error every layer raises, and where the config
+# lives; the typed settings sit above core, which owns the spec types it takes.
+CORE_MAY_IMPORT = ("pipeline.core", "pipeline.config_values")
 FOREIGN = ("mlflow", "optuna", "pipeline.tracking", "pipeline.sweeping")
 
 
@@ -53,3 +55,17 @@ def test_the_whole_core_loads_without_mlflow_optuna_or_the_other_layers() -> Non
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_settings_imports_no_entry_point_at_module_level() -> None:
+    """The arrows run one way: entry points -> settings -> core (`load` imports an entry
+    point's reader only when called)."""
+    tree = ast.parse((PACKAGE / "settings.py").read_text())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            top |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            top |= {a.name for a in node.names}
+    entry_points = {"pipeline.train", "pipeline.sweep", "pipeline.sweeping", "pipeline.tracking"}
+    assert not {m for m in top if m.startswith(tuple(entry_points))}, sorted(top)

@@ -11,8 +11,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.config_values import ConfigError
 from pipeline.core.problems import Problem
-from pipeline.settings import ConfigError, DataConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Domain [x_min, x_max], data and collocation points, a held-out validation grid."""
+
+    x_min: float
+    x_max: float
+    n_train: int
+    n_val: int
+    n_colloc: int
+    resample: bool
+
 
 Points = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, f(x), f'(x): float32 columns (n, 1)
 
@@ -73,13 +86,17 @@ def validation_grid(cfg: DataConfig, avoid: list[np.ndarray]) -> np.ndarray:
     return kept
 
 
-def make_dataset(cfg: DataConfig, problem: Problem, anchor_x: float, seed: int = 0) -> Dataset:
+def make_dataset(
+    cfg: DataConfig, problem: Problem, anchor_x: float | None, seed: int = 0
+) -> Dataset:
     """Data points (uniform grid of `n_train`), the collocation grid (`n_colloc`) and the
     validation grid on [x_min, x_max], with `problem`'s f and f' there, and the anchor (x0, f(x0)).
 
     Raises ConfigError (naming the key and the problem) where f or f' is not finite there.
-    `seed` seeds resampled collocation points (`data.resample`).
+    `seed` seeds resampled collocation points (`data.resample`). An equation's problem has
+    no anchor (None): its conditions pin it; the row the trainer keeps for one is then x_min.
     """
+    anchor_x = cfg.x_min if anchor_x is None else anchor_x
     x_train = np.linspace(cfg.x_min, cfg.x_max, cfg.n_train)
     x_colloc = np.linspace(cfg.x_min, cfg.x_max, cfg.n_colloc)
     x_val = validation_grid(cfg, [x_train, x_colloc])

@@ -13,20 +13,27 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from pipeline.core import residual
 from pipeline.core.losses import forward, slot_losses, validation_errors, value_and_slope
 from pipeline.core.optimizers import apply_gradients
+from pipeline.core.specs import EquationSpec
+
+Kind = bool | EquationSpec  # a target loss with or without a slope term, or an equation's
 
 
 @functools.cache
-def compiled_chunk(activations: tuple[str, ...], rules: tuple[str, ...], slope: bool) -> Callable:
+def compiled_chunk(activations: tuple[str, ...], rules: tuple[str, ...], slope: Kind) -> Callable:
     """The graph that runs up to `capacity` epochs of every slot, then scores validation.
 
     Cached per (activations it can switch between, update rules its slots use, whether the
-    loss has a slope term); XLA compiles it once per set of input shapes, i.e. per (layout,
-    population size, points).
+    loss has a slope term, or the equation whose residual it is); XLA compiles it once per set
+    of input shapes, i.e. per (layout, population size, points).
     """
+    equation = slope if isinstance(slope, EquationSpec) else None
 
     def losses_of(weights, net, x, y, dy, y0, loss_weights):
+        if equation is not None:
+            return residual.slot_losses(weights, net, x, activations, equation, loss_weights)
         if slope:
             f, df = value_and_slope(weights, *net, x, activations)
         else:
@@ -58,9 +65,17 @@ def compiled_chunk(activations: tuple[str, ...], rules: tuple[str, ...], slope: 
 
         start = (tf.constant(0), list(weights), list(moments), history, n >= 0)
         _, weights, moments, history, alive = tf.while_loop(keep_going, epoch, start)
-        f, df = value_and_slope(weights, *net, val[0], activations)
+        if equation is None:
+            f, df = value_and_slope(weights, *net, val[0], activations)
+            res = tf.zeros_like(f)
+            res_mse = conditions = tf.zeros_like(f[:, 0, 0])
+        else:
+            f, df, res, res_mse, conditions = residual.validation(
+                weights, net, val[0], activations, equation
+            )
         val_value, val_deriv = validation_errors(f, df, val[1], val[2])
-        return weights, moments, history.stack(), alive, f, df, val_value, val_deriv
+        scores = (val_value, val_deriv, res_mse, conditions)
+        return weights, moments, history.stack(), alive, f, df, res, scores
 
     return tf.function(chunk, jit_compile=True, autograph=False)
 
@@ -72,7 +87,7 @@ def graphs_compiled() -> int:
     )
 
 
-_KEYS_SEEN: set[tuple[tuple[str, ...], tuple[str, ...], bool]] = set()
+_KEYS_SEEN: set[tuple[tuple[str, ...], tuple[str, ...], Kind]] = set()
 _FIRST_CALLS = [0.0]
 
 
@@ -82,7 +97,7 @@ def compile_seconds() -> float:
     return _FIRST_CALLS[0]
 
 
-def note_first_call(key: tuple[tuple[str, ...], tuple[str, ...], bool], seconds: float) -> None:
+def note_first_call(key: tuple[tuple[str, ...], tuple[str, ...], Kind], seconds: float) -> None:
     """Count a graph's key and the seconds of its first call (trace, compile, one chunk)."""
     _KEYS_SEEN.add(key)
     _FIRST_CALLS[0] += seconds

@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.settings import CONF_DIR, ConfigError
+from pipeline.config_values import CONF_DIR, ConfigError
+from pipeline.core.specs import EquationSpec
 
 PROBLEMS_DIR = CONF_DIR / "problem"
 EXPR = "expr"  # the problem whose f the user types (`problem.f`)
+ODE = "ode"  # the problem whose equation the user types (`problem.equation`)
+NO_SOLUTION = "nan"  # f of an equation whose exact solution is not known
 CHECK_POINTS = 4097  # the dense grid on which f and f' must be finite
 TEXT_LIMIT = 40  # legend and label texts longer than this are cut
 
@@ -34,6 +37,23 @@ class Problem:
     derivative: str  # f', SymPy syntax: "1/x"
     f_text: str  # legend of the f curve: "log x"
     df_text: str  # legend of the f' curve: "1/x"
+    # An equation's problem (`pipeline.core.ode_problems`): f is its exact solution (NO_SOLUTION
+    # where none is known), the equation and its conditions as typed.
+    equation: str | None = None
+    conditions: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        """Whether f is known (an equation's exact solution may not be)."""
+        return self.expression != NO_SOLUTION
+
+    @property
+    def spec(self) -> EquationSpec:
+        """The equation as the trainer's residual graph takes it (checked when read)."""
+        from pipeline.core.equations import spec
+
+        assert self.equation is not None, f"problem={self.name} has no equation"
+        return spec(self.equation, self.conditions)
 
     def f(self, x: np.ndarray) -> np.ndarray:
         """f at every entry of x (float64, the shape of x)."""
@@ -46,16 +66,22 @@ class Problem:
     @property
     def study_key(self) -> str:
         """The study names' `{problem}`: the name, or for `expr` one per expression."""
-        if self.name != EXPR:
+        if self.name not in (EXPR, ODE):
             return self.name
-        return f"{EXPR}-{hashlib.sha1(self.expression.encode()).hexdigest()[:6]}"
+        typed = self.expression if self.name == EXPR else repr((self.equation, self.conditions))
+        return f"{self.name}-{hashlib.sha1(typed.encode()).hexdigest()[:6]}"
 
     def check(
         self, x_min: float, x_max: float, anchor_x: float, points: np.ndarray | None = None
     ) -> None:
         """ConfigError unless f and f' are finite at the anchor x0 and on [x_min, x_max]:
         symbolically (SymPy's continuous domain, where it can tell) and at the points of a dense
-        grid plus `points` (those a run uses); and a hand-written f' must be f's derivative."""
+        grid plus `points` (those a run uses); and a hand-written f' must be f's derivative.
+        An equation's problem has checks of its own (`ode_problems.check`)."""
+        if self.equation is not None:
+            from pipeline.core.ode_problems import check
+
+            return check(self, x_min, x_max, points)
         if not _finite(self, np.array([anchor_x])).all():
             raise self._not_finite("objective.anchor_x", anchor_x, "at the anchor x0")
         grid = np.linspace(x_min, x_max, CHECK_POINTS)
@@ -153,7 +179,7 @@ def parse(text: str) -> Any:
         raise ValueError("not a closed-form expression in x")
     x = _symbol()
     # SymPy's names and no Python builtins: `open(...)` becomes an unknown function, not a call.
-    names = {**_sympy_names(), "__builtins__": {}}
+    names = {**sympy_names(), "__builtins__": {}}
     try:
         expr = parse_expr(
             text, local_dict={"x": x}, global_dict=names, transformations=standard_transformations
@@ -170,7 +196,8 @@ def parse(text: str) -> Any:
 
 
 @functools.cache
-def _sympy_names() -> dict[str, Any]:
+def sympy_names() -> dict[str, Any]:
+    """SymPy's public names, the only globals an expression may use."""
     import sympy
 
     return {name: getattr(sympy, name) for name in dir(sympy) if not name.startswith("_")}
@@ -183,7 +210,8 @@ def derive(text: str) -> str:
     return str(sympy.diff(parse(text), _symbol()))
 
 
-def _short(text: str) -> str:
+def short(text: str) -> str:
+    """`text`, cut to TEXT_LIMIT characters for legends and labels."""
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
@@ -219,15 +247,19 @@ def read_problem(section: Mapping[str, Any]) -> Problem:
     name = section.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("problem.name", name, "must be a non-empty name")
+    if "equation" in section:
+        from pipeline.core.ode_problems import read_ode
+
+        return read_ode(section, name)
     f = _formula(section, "f", name)
     df = derive(f) if section.get("df") is None else _formula(section, "df", name)
     return Problem(
         name=name,
-        label=_short(_text(section, "label", f)),
+        label=short(_text(section, "label", f)),
         expression=f,
         derivative=df,
-        f_text=_short(_text(section, "f_text", f)),
-        df_text=_short(_text(section, "df_text", df)),
+        f_text=short(_text(section, "f_text", f)),
+        df_text=short(_text(section, "df_text", df)),
     )
 
 

@@ -19,6 +19,10 @@ class Report:
     loss: float
     val_value_mse: float
     val_deriv_mse: float
+    # The residual objective's: MSE of the residual on the validation grid, and the sum of the
+    # squared condition errors (nan for other objectives).
+    val_residual_mse: float = float("nan")
+    condition_sse: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class TrainResult:
     val_f: np.ndarray
     val_df: np.ndarray
     seconds: float
+    val_residual_mse: float = float("nan")  # the residual objective's, as in `Report`
+    condition_sse: float = float("nan")
+    val_residual: np.ndarray | None = None  # the residual on the validation grid
 
     @property
     def final_loss(self) -> float:

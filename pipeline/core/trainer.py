@@ -25,19 +25,22 @@ from pipeline.core.graph import compiled_chunk, note_first_call
 from pipeline.core.layout import Layout, pack, unpack
 from pipeline.core.optimizers import learning_rates
 from pipeline.core.results import Report, TrainResult
-from pipeline.settings import LrDecay
+from pipeline.core.specs import LrDecay
 
 
 @dataclass(frozen=True)
 class NetworkSpec:
     """What one slot trains besides its initial weights: activation, optimizer, rate and its
-    schedule, epochs."""
+    schedule, epochs, and (residual objective) its weight of the conditions."""
 
     activation: str
     optimizer: str
     learning_rate: float
     epochs: int
     lr_decay: LrDecay
+    # The residual objective's weight of the conditions for this network (a searched value);
+    # None: the population's.
+    condition_weight: float | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class TrainSpec(NetworkSpec):
 
 @dataclass
 class _Slot:
-    """Python-side bookkeeping of one network in training."""
+    """Python-side bookkeeping of one network in training (`val`: the last validation)."""
 
     hidden: tuple[int, ...]
     lr: float
@@ -68,7 +71,7 @@ class _Slot:
     diverged_at: int | None = None
     stopped: bool = False
     started: float = field(default_factory=time.perf_counter)
-    val: tuple = (np.nan, np.nan, None, None)
+    val: tuple = (np.nan, np.nan, None, None, np.nan, np.nan, None)
 
     @property
     def finished(self) -> bool:
@@ -88,15 +91,18 @@ class Population:
         deriv_weight: float,
         report_every: int,
         log_every: int,
+        condition_weight: float = 0.0,
     ) -> None:
         chosen = objectives.get(objective)
-        weights = chosen.weights(anchor_weight, deriv_weight)
-        self._key = (layout.activations, layout.optimizers, weights.needs_slope)
+        weights = chosen.weights(anchor_weight, deriv_weight, condition_weight)
+        kind = data.problem.spec if chosen.residual else weights.needs_slope
+        self._key = (layout.activations, layout.optimizers, kind)
         self._fn, self._call = compiled_chunk(*self._key), None
         self.layout, self.size, self.data = layout, size, data
         self.report_every, self.log_every = report_every, log_every
-        self._colloc = chosen.points == "colloc"
-        self._loss_w = np.tile([[weights.value, weights.slope, weights.anchor]], (size, 1))
+        self._colloc, self._residual = chosen.points == "colloc", chosen.residual
+        self._loss_w_default = np.array([weights.value, weights.slope, weights.anchor])
+        self._loss_w = np.tile(self._loss_w_default, (size, 1))
         self._slots: list[_Slot | None] = [None] * size
         shapes = layout.shapes(size)
         self._w = [np.zeros(s, np.float32) for s in shapes]
@@ -131,6 +137,9 @@ class Population:
         for stack, value in zip(self._masks, packed.masks, strict=True):
             stack[k] = value
         self._active[k], self._act[k] = packed.active, packed.activation
+        self._loss_w[k] = self._loss_w_default
+        if spec.condition_weight is not None and self._residual:
+            self._loss_w[k, 2] = spec.condition_weight
         hidden = tuple(int(np.shape(b)[0]) for b in weights[1:-2:2])
         adam = spec.optimizer == "adam"
         self._slots[k] = _Slot(hidden, spec.learning_rate, spec.lr_decay, adam, spec.epochs)
@@ -197,12 +206,14 @@ class Population:
             compile_cache.publish()
         else:
             out = self._call(*args)
-        w, moments, history, alive, f, df, val_value, val_deriv = out
+        w, moments, history, alive, f, df, res, scores = out
         self._w = [t.numpy() for t in w]
         self._moments = [t.numpy() for t in moments]
         history, alive = history.numpy(), alive.numpy()
-        val_value, val_deriv = val_value.numpy(), val_deriv.numpy()
-        f, df = f.numpy(), df.numpy()
+        val_value, val_deriv, res_mse, conditions = (t.numpy() for t in scores)
+        if not self._residual:
+            res_mse = conditions = np.full(self.size, np.nan)
+        f, df, res = f.numpy(), df.numpy(), res.numpy()
         reports = {}
         for k in busy:
             slot = self._slots[k]
@@ -212,11 +223,12 @@ class Population:
             slot.losses.append(losses)
             slot.done += len(losses)
             slot.chunks += 1
-            slot.val = (float(val_value[k]), float(val_deriv[k]), f[k].ravel(), df[k].ravel())
+            slot.val = (float(val_value[k]), float(val_deriv[k]), f[k].ravel(), df[k].ravel(),
+                        float(res_mse[k]), float(conditions[k]), res[k].ravel())  # fmt: skip
             if not alive[k]:
                 slot.diverged_at = slot.done
                 continue
-            reports[k] = Report(slot.done, float(losses[-1]), slot.val[0], slot.val[1])
+            reports[k] = Report(slot.done, float(losses[-1]), *slot.val[:2], *slot.val[4:6])
             slot.reports.append(reports[k])
         return reports
 
@@ -247,6 +259,9 @@ class Population:
             val_f=slot.val[2],
             val_df=slot.val[3],
             seconds=time.perf_counter() - slot.started,
+            val_residual_mse=slot.val[4],
+            condition_sse=slot.val[5],
+            val_residual=slot.val[6] if self._residual else None,
         )
 
 
@@ -272,16 +287,9 @@ def train(
     """
     hidden = [int(np.shape(b)[0]) for b in weights[1:-2:2]]
     layout = layout or Layout.exact(hidden, spec.activation, spec.optimizer)
-    population = Population(
-        layout,
-        1,
-        data,
-        spec.objective,
-        spec.anchor_weight,
-        spec.deriv_weight,
-        spec.report_every,
-        spec.log_every,
-    )
+    s = spec
+    population = Population(layout, 1, data, s.objective, s.anchor_weight, s.deriv_weight,
+                            s.report_every, s.log_every, s.condition_weight or 0.0)  # fmt: skip
     population.start(0, weights, spec)
     while not population.finished(0):
         report = population.step().get(0)

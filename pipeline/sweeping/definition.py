@@ -40,7 +40,7 @@ NOT_DEFINING = frozenset(
 # Settings under the key users type where the typed field is named otherwise.
 KEYS = {
     "objective.name": "objective",
-    "problem.expression": "problem.f",
+    "problem.expression": "problem.f",  # an equation's: its exact solution
     "problem.derivative": "problem.df",
 }
 
@@ -88,6 +88,12 @@ def definition(settings: SweepSettings, objective: ObjectiveConfig) -> dict[str,
     flat: dict[str, Any] = {}
     for key, part in parts.items():
         flat |= _flat(key, part)
+    if objective.name != "residual":  # only its trials sample a condition weight
+        flat = {k: v for k, v in flat.items() if not k.startswith("search.condition_weight")}
+    if settings.problem.equation is None:  # fields a target's problem leaves empty
+        flat = {
+            k: v for k, v in flat.items() if k not in ("problem.equation", "problem.conditions")
+        }
     return {KEYS.get(k, k): v for k, v in flat.items() if k not in NOT_DEFINING}
 
 

@@ -45,6 +45,7 @@ def reference_value(settings: SweepSettings, objective: ObjectiveConfig) -> floa
         deriv_weight=objective.deriv_weight,
         log_every=settings.train.log_every,
         report_every=settings.study.report_every,
+        condition_weight=objective.condition_weight,
     )
     # In trial 0's layout: over 10,000 SGD epochs the float rounding of the padding alone
     # moves the post's derivative fit by tens of percent (1.8e-3 against 1.09e-3 once).

@@ -40,16 +40,19 @@ class SearchSpace:
     activation: tuple[str, ...]
     optimizer: tuple[str, ...]
     learning_rate: FloatRange
+    # The residual objective's weight of the conditions (log range); other objectives have none.
+    condition_weight: FloatRange | None = None
 
 
 @dataclass(frozen=True)
 class Hyperparams:
-    """One sampled network and optimizer."""
+    """One sampled network and optimizer (and the residual objective's condition weight)."""
 
     hidden: tuple[int, ...]
     activation: str
     optimizer: str
     learning_rate: float
+    condition_weight: float | None = None
 
 
 # The blog post's network and optimizer, as a trial of this space: every study's first trial.
@@ -75,8 +78,9 @@ def trial_params(trial: FrozenTrial) -> dict[str, Any]:
     return trial.params
 
 
-def suggest(trial: Any, space: SearchSpace) -> Hyperparams:
-    """Sample one configuration: the only caller of `trial.suggest_*`."""
+def suggest(trial: Any, space: SearchSpace, weighted: bool = False) -> Hyperparams:
+    """Sample one configuration: the only caller of `trial.suggest_*`. `weighted` (the residual
+    objective) samples the conditions' weight too, where the space has a range for it."""
     n_layers = trial.suggest_int("n_layers", space.n_layers.low, space.n_layers.high)
     hidden = tuple(
         trial.suggest_int(f"units_l{i}", space.units.low, space.units.high, log=space.units.log)
@@ -92,7 +96,13 @@ def suggest(trial: Any, space: SearchSpace) -> Hyperparams:
             space.learning_rate.high,
             log=space.learning_rate.log,
         ),
+        condition_weight=_weight(trial, space) if weighted else None,
     )
+
+
+def _weight(trial: Any, space: SearchSpace) -> float | None:
+    r = space.condition_weight
+    return None if r is None else trial.suggest_float("condition_weight", r.low, r.high, log=r.log)
 
 
 def contains(space: SearchSpace, hp: Hyperparams) -> bool:
@@ -165,4 +175,9 @@ def read_search(section: Mapping[str, Any]) -> SearchSpace:
         activation=_choices(section, "activation", ACTIVATIONS),
         optimizer=_choices(section, "optimizer", OPTIMIZERS),
         learning_rate=_range(section, "learning_rate", integer=False),
+        condition_weight=(
+            _range(section, "condition_weight", integer=False)
+            if section.get("condition_weight") is not None
+            else None
+        ),
     )

@@ -118,6 +118,9 @@ def parent_params(settings: SweepSettings, objective: ObjectiveConfig) -> dict[s
     }
     params |= {"problem": s.problem.name, "problem_f": s.problem.expression}
     params |= {"problem_df": s.problem.derivative, "problem_label": s.problem.label}
+    if s.problem.equation is not None:  # f is its exact solution ("nan": none known)
+        params |= {"problem_equation": s.problem.equation}
+        params |= {"problem_conditions": list(s.problem.conditions)}
     params |= {f"data.{k}": v for k, v in vars(s.data).items()}
     params |= {f"search.{k}": v for k, v in vars(s.search).items()}
     return params | objective.params()

@@ -89,6 +89,7 @@ def record_of(ctx: TrialContext, number: int, state: str, **details: Any) -> Tri
         objective=ctx.objective.name,
         state=state,
         deriv_weight=ctx.objective.deriv_weight,
+        condition_weight=ctx.objective.condition_weight,
         **details,
     )
 
@@ -116,8 +117,8 @@ class _Slots:
 
     def _population(self, layout: Layout) -> Population:
         o, ctx = self.ctx.objective, self.ctx
-        return Population(layout, ctx.population, ctx.data, o.name, o.anchor_weight,
-                          o.deriv_weight, ctx.report_every, ctx.train.log_every)  # fmt: skip
+        return Population(layout, ctx.population, ctx.data, o.name, o.anchor_weight, o.deriv_weight,
+                          ctx.report_every, ctx.train.log_every, o.condition_weight)  # fmt: skip
 
     def discard(self, p: int) -> list[_Flight]:
         """Empty population `p` (after an error in it); return the trials it was training."""
@@ -141,7 +142,8 @@ class _Slots:
                 return False
             k = crowd.free()[0]
             epochs = ctx.train.epochs
-            spec = NetworkSpec(hp.activation, hp.optimizer, hp.learning_rate, epochs, flight.decay)
+            spec = NetworkSpec(hp.activation, hp.optimizer, hp.learning_rate, epochs, flight.decay,
+                               condition_weight=hp.condition_weight)  # fmt: skip
             crowd.start(k, seeded_weights(hp.hidden, ctx.train.seed), spec)
             self.flights[(p, k)] = flight
             return True
@@ -174,8 +176,8 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
                         yield _fail(ctx, flight, error)
                     continue
                 for k, report in reports.items():
-                    value = minimised(report.val_value_mse, report.val_deriv_mse,
-                                      ctx.objective.deriv_weight)  # fmt: skip
+                    value = minimised(report, ctx.objective.deriv_weight,
+                                      ctx.objective.condition_weight)  # fmt: skip
                     trial = slots.flights[(p, k)].trial
                     if math.isfinite(value):
                         _steady(ctx, partial(trial.report, value, report.epoch))
@@ -210,7 +212,8 @@ def _fill(
         baseline = _steady(ctx, partial(getattr, trial, "user_attrs")).get(BASELINE_ATTR)
         try:
             hp = BASELINE if baseline and not contains(ctx.space, BASELINE) else None
-            hp = hp or _steady(ctx, partial(suggest, trial, ctx.space))
+            weighted = get_objective(ctx.objective.name).residual  # condition_weight searched
+            hp = hp or _steady(ctx, partial(suggest, trial, ctx.space, weighted))
         except Exception as error:  # a sampler's failure fails this trial, not the sweep
             yield _fail(ctx, _Flight(trial, None), error)
             continue
@@ -224,6 +227,8 @@ def _fill(
 def _params(ctx: TrialContext, hp: Hyperparams, decay: LrDecay) -> dict[str, Any]:
     """The params a trial's run carries: the uniform ones plus the per-layer widths."""
     t, widths = ctx.train, {units_param(i): units for i, units in enumerate(hp.hidden)}
+    if get_objective(ctx.objective.name).residual:  # the loss's weight of the conditions
+        widths["condition_weight"] = hp.condition_weight or ctx.objective.condition_weight
     return run_params(hp.hidden, hp.activation, hp.optimizer, hp.learning_rate, decay, t.epochs,
                       t.seed, ctx.objective.name, ctx.data.problem) | widths  # fmt: skip
 

@@ -71,6 +71,8 @@ def prepare_study(handle: StudyHandle, settings: SweepSettings) -> StudyHandle:
     delivery.send_waiting(spool, patience, say)  # a rerun's first act: what waits
     if handle.created:  # outside the space, trial 0 samples nothing: TPE never sees its params
         params = as_params(BASELINE) if contains(settings.search, BASELINE) else {}
+        if params and settings.search.condition_weight and handle.objective == "residual":
+            params["condition_weight"] = settings.objective(handle.objective).condition_weight
         handle.study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True}, skip_if_exists=True)
 
     def record_failed(t: FrozenTrial, reason: str) -> None:

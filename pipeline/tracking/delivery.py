@@ -103,7 +103,11 @@ def send_record(client: MlflowClient, record: TrialRecord) -> str:
                 record.result,
                 record.data,
                 record.params,
-                ObjectiveConfig(record.objective, deriv_weight=record.deriv_weight),
+                ObjectiveConfig(
+                    record.objective,
+                    deriv_weight=record.deriv_weight,
+                    condition_weight=record.condition_weight,
+                ),
                 record.label,
                 record.tags,
                 timestamp=record.end_ms,

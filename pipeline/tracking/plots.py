@@ -193,8 +193,10 @@ def save_run_plots(
     loss: np.ndarray,
     label: str,
     planned_epochs: int | None = None,
+    curves: bool = True,
 ) -> list[Path]:
-    """Write fit.png, derivative.png and loss.png into `directory`, the curves against `truth`.
+    """Write fit.png, derivative.png and loss.png into `directory`, the curves against `truth`
+    (loss.png alone without `curves`: an equation's run draws its own, `ode_plots`).
 
     Every trial of a sweep shares its axes (the truth's range, the loss decades in
     LOSS_LIMITS, the planned epochs, so a pruned trial visibly stops short), so the static part
@@ -204,13 +206,14 @@ def save_run_plots(
     directory.mkdir(parents=True, exist_ok=True)
     f_val, df_val = np.ravel(f_val), np.ravel(df_val)
     kept = np.isfinite(loss) & (loss > 0)
-    curves = {
+    drawn = {
         "fit.png": ("fit", f_val, title("fit", truth, label)),
         "derivative.png": ("derivative", df_val, title("derivative", truth, label)),
         "loss.png": ("loss", loss[kept], f"training loss — {label}"),
     }
+    drawn = drawn if curves else {"loss.png": drawn["loss.png"]}
     paths = []
-    for name, (kind, y, text) in curves.items():
+    for name, (kind, y, text) in drawn.items():
         path = directory / name
         if kind == "loss":
             last = int(epochs[-1])

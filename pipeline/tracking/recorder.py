@@ -71,6 +71,7 @@ def _warm_up(tracking_uri: str, data: Dataset, epochs: int) -> None:
             np.ones(2),
             "",
             epochs,
+            curves=data.problem.equation is None,  # an equation's run draws its own
         )
 
 

@@ -21,6 +21,7 @@ from pipeline.core.problems import EXPR, Problem
 from pipeline.core.results import TrainResult
 from pipeline.settings import LrDecay, ObjectiveConfig
 from pipeline.tracking import store
+from pipeline.tracking.ode_plots import residual_metrics, save_equation_plots
 from pipeline.tracking.plots import Truth, save_run_plots
 
 WEIGHTS_ARTIFACT = "weights/weights.npz"
@@ -40,6 +41,9 @@ def run_params(
     """The params every run carries, whatever produced it (parallel coordinates needs them all):
     the network, its training, the objective and the problem (`problem_f`: an `expr`'s f)."""
     expression = {"problem_f": problem.expression} if problem.name == EXPR else {}
+    if problem.equation is not None:
+        expression = {"problem_equation": problem.equation,
+                      "problem_conditions": list(problem.conditions)}  # fmt: skip
     return {
         "n_layers": len(hidden),
         "hidden": list(hidden),
@@ -67,16 +71,24 @@ def count_params(hidden: Sequence[int]) -> int:
 def objective_value(objective: ObjectiveConfig, result: TrainResult) -> float:
     """What a study minimises: the objective's own validation error (the registry's)."""
     minimised = get_objective(objective.name).minimised
-    return minimised(result.val_value_mse, result.val_deriv_mse, objective.deriv_weight)
+    return minimised(result, objective.deriv_weight, objective.condition_weight)
 
 
-def final_metrics(objective: ObjectiveConfig, result: TrainResult) -> dict[str, float]:
-    """Final validation errors of both objectives, the minimised one, their log10, run facts."""
+def final_metrics(
+    objective: ObjectiveConfig, result: TrainResult, data: Dataset | None = None
+) -> dict[str, float]:
+    """Final validation errors of both objectives, the minimised one, their log10, run facts;
+    a residual run's residual and condition errors, and with its exact solution known (`data`)
+    its errors against it, the relative L2 error `val_l2re` among them."""
     errors = {
         "val_value_mse": result.val_value_mse,
         "val_deriv_mse": result.val_deriv_mse,
         "objective_value": objective_value(objective, result),
     }
+    if get_objective(objective.name).residual:
+        errors |= residual_metrics(result, data)
+        if data is None or not data.problem.known:  # no exact solution: no errors against it
+            del errors["val_value_mse"], errors["val_deriv_mse"]
     # A diverged run's error is inf or nan (and an exact fit's 0): it gets no log10 metric
     # rather than a crash or a made-up number; its plain metric still says what happened.
     logs = {f"log10_{k}": math.log10(v) for k, v in errors.items() if math.isfinite(v) and v > 0}
@@ -102,13 +114,13 @@ def record_training(
     """Log a trained network into `run_id` (one metric batch, one upload); return the finals.
 
     With a fixed `timestamp` (ms) logging it again adds nothing: MLflow drops exact repeats."""
-    final = final_metrics(objective, result)
+    final = final_metrics(objective, result, data)
     store.log_training(
         client,
         run_id,
         params,
         (result.history_epochs, result.history_loss),
-        [(r.epoch, r.val_value_mse, r.val_deriv_mse) for r in result.reports],
+        [(r.epoch, r.val_value_mse, r.val_deriv_mse) for r in result.reports if data.problem.known],
         final,
         final_step=result.epochs_run,
         tags=tags,
@@ -116,6 +128,8 @@ def record_training(
     )
     with store.scratch_dir() as scratch:
         root = Path(scratch)
+        if result.val_residual is not None:
+            save_equation_plots(root / "plots", data, result, label)
         save_run_plots(
             root / "plots",
             truth(data),
@@ -125,6 +139,7 @@ def record_training(
             result.history_loss,
             label,
             params.get("epochs"),
+            curves=result.val_residual is None,
         )
         (root / "weights").mkdir()
         np.savez(root / WEIGHTS_ARTIFACT, *result.weights)

@@ -139,7 +139,7 @@ def _connect(tracking: TrackingConfig, data: Dataset, epochs: int) -> None:
     with store.scratch_dir() as scratch:  # the plots' shared axes for this data and length
         steps = np.array([1, epochs])
         save_run_plots(Path(scratch), truth(data), data.y_val, data.dy_val, steps, np.ones(2),
-                       "", epochs)  # fmt: skip
+                       "", epochs, curves=data.problem.equation is None)  # fmt: skip
 
 
 def _record(

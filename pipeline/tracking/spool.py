@@ -50,6 +50,7 @@ class TrialRecord:
     objective: str
     tags: dict[str, str] = field(default_factory=dict)
     deriv_weight: float = 1.0  # the objective's, for what a Sobolev study minimises
+    condition_weight: float = 0.0  # the objective's, for what a residual study minimises
     params: dict[str, Any] = field(default_factory=dict)
     result: TrainResult | None = None
     data: Dataset | None = None
@@ -80,6 +81,7 @@ def trial_record(
     start: float | None = None,
     end: float | None = None,
     deriv_weight: float = 1.0,
+    condition_weight: float = 0.0,
 ) -> TrialRecord:
     """The record of one finished trial; `start`/`end` are epoch seconds (end defaults to now).
 
@@ -112,6 +114,7 @@ def trial_record(
         result=result,
         data=data,
         deriv_weight=deriv_weight,
+        condition_weight=condition_weight,
     )
 
 
