@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sweeps
 from optuna.trial import TrialState
+from sweeping import NARROW_SPACE
 
 from pipeline.names import BASELINE_ATTR, REASON
 
@@ -108,3 +109,37 @@ def test_a_failed_trial_always_names_its_reason():
     (trial,) = study.trials
     assert failure_reason(trial, {0: RuntimeError("boom")}) == "RuntimeError: boom"
     assert "unknown" not in failure_reason(trial, {})
+
+
+@pytest.mark.slow
+def test_a_trial_failed_elsewhere_stops_training_and_the_worker_goes_on(tmp_path, monkeypatch):
+    """Another worker that finds a live trial's heartbeat older than the grace period fails it
+    (and retries it there); this worker stops training it, records its run FAILED and asks a
+    new trial instead of crashing on Optuna's refusal to update a finished trial."""
+    from optuna.trial import TrialState
+
+    from pipeline.core.trainer import Population
+    from pipeline.sweeping import runner
+
+    real_step, calls = Population.step, []
+    journal = str(tmp_path / JOURNAL)
+
+    def failed_elsewhere(self):
+        calls.append(1)
+        if len(calls) == 2:  # between two chunks of the first trial, as a stale check would
+            first = sweeps.load_study(journal, "log-value").trials[0]
+            assert first.state == TrialState.RUNNING
+            storage = sweeps.load_study(journal, "log-value")._storage
+            storage.set_trial_state_values(first._trial_id, TrialState.FAIL)
+        return real_step(self)
+
+    monkeypatch.setattr(Population, "step", failed_elsewhere)
+    settings = sweep_settings(
+        tmp_path, *sweeps.SMALL, "study.n_trials=2", "study.population=1", *NARROW_SPACE
+    )
+    assert runner.run_sweep(settings) == 0
+    study, _ = sweeps.assert_books(journal, settings.tracking.uri, "log-value", 2)
+    (taken,) = study.get_trials(states=(TrialState.FAIL,))
+    run = sweeps.trial_run(sweeps.tracking_client(settings.tracking.uri), study, taken.number)
+    assert run.info.status == "FAILED" and "was taken" in run.data.tags[REASON]
+    assert taken.number == 0 and len(study.trials) == 3

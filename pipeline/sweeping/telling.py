@@ -1,4 +1,4 @@
-"""Optuna's ask and tell as a worker that trains trials in its own loop uses them.
+"""Optuna's ask, report and tell as a worker that trains trials in its own loop uses them.
 
 The loop does what `Study.optimize` would: it beats for its trials (RDB heartbeats) and retries
 storage calls that a dropped connection broke, so a tell may find its trial already told.
@@ -12,13 +12,44 @@ import warnings
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from pipeline.core.results import TrainResult
 from pipeline.names import REASON
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 ASK_ATTEMPTS = 5  # rounds of two workers both giving back their trial, in a row
 SURPLUS = "surplus: the study already had n_trials finished or running when it was asked"
+
+
+class Taken(Exception):
+    """Another worker failed this worker's trial as stale (its heartbeat lapsed past
+    `study.grace_period`, say while a first graph compiled) and retries it: stop training it."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(
+            f"trial {number} was taken: another worker found its heartbeat older than "
+            "study.grace_period, failed it and retries it"
+        )
+
+
+def report(trial: optuna.Trial, value: float, step: int) -> bool:
+    """Report `value` at `step`; whether the pruner stops the trial. Taken if it was failed
+    elsewhere (Optuna then refuses any update to it)."""
+    try:
+        trial.report(value, step)
+        return trial.should_prune()
+    except UpdateFinishedTrialError:
+        raise Taken(trial.number) from None
+
+
+def set_attr(trial: optuna.Trial, key: str, value: object) -> None:
+    """`trial.set_user_attr`; Taken if the trial was failed elsewhere."""
+    try:
+        trial.set_user_attr(key, value)
+    except UpdateFinishedTrialError:
+        raise Taken(trial.number) from None
 
 
 def ask(study: optuna.Study) -> optuna.Trial:
@@ -57,6 +88,15 @@ def ask_within(study: optuna.Study, n_trials: int) -> optuna.Trial | None:
         if len(others) >= n_trials:
             return None
     return None
+
+
+def outcome(result: TrainResult) -> tuple[str, str | None]:
+    """Optuna's state for a trained trial and why it stopped early, if it did."""
+    if result.diverged_at is not None:
+        return "PRUNED", f"diverged: non-finite loss at epoch {result.diverged_at}"
+    if result.stopped_early:
+        return "PRUNED", f"pruned at epoch {result.epochs_run} by the pruner"
+    return "COMPLETE", None
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> FrozenTrial:

@@ -70,15 +70,6 @@ class TrialContext:
     share: int | None = None  # most trials in flight at once: this worker's share of the study
 
 
-def outcome(result: TrainResult) -> tuple[str, str | None]:
-    """Optuna's state for a trained trial and why it stopped early, if it did."""
-    if result.diverged_at is not None:
-        return "PRUNED", f"diverged: non-finite loss at epoch {result.diverged_at}"
-    if result.stopped_early:
-        return "PRUNED", f"pruned at epoch {result.epochs_run} by the pruner"
-    return "COMPLETE", None
-
-
 def record_of(ctx: TrialContext, number: int, state: str, **details: Any) -> TrialRecord:
     """`trial_record` for trial `number` of this context's study (see its keyword arguments)."""
     return trial_record(
@@ -104,6 +95,7 @@ class _Flight:
     decay: LrDecay = CONSTANT_RATE
     started: float = field(default_factory=time.time)
     run: Future | None = None  # its MLflow run's id, once the recording process made the run
+    taken: telling.Taken | None = None  # set when another worker failed it as stale
 
 
 class _Slots:
@@ -178,10 +170,14 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
                 for k, report in reports.items():
                     value = minimised(report, ctx.objective.deriv_weight,
                                       ctx.objective.condition_weight)  # fmt: skip
-                    trial = slots.flights[(p, k)].trial
-                    if math.isfinite(value):
-                        _steady(ctx, partial(trial.report, value, report.epoch))
-                        if _steady(ctx, trial.should_prune):
+                    flight = slots.flights[(p, k)]
+                    if math.isfinite(value) and not flight.taken:
+                        try:
+                            report_to = partial(telling.report, flight.trial, value, report.epoch)
+                            if _steady(ctx, report_to):
+                                crowd.stop(k)
+                        except telling.Taken as taken:  # failed elsewhere: stop, never tell
+                            flight.taken = taken
                             crowd.stop(k)
                 _heartbeat(ctx, slots)
                 for k in [k for k in range(crowd.size) if crowd.finished(k)]:
@@ -263,21 +259,27 @@ def _link_run(ctx: TrialContext, flight: _Flight, wait: bool = True) -> None:
     except Exception:  # not made yet, no run (a sampler's failure), the recorder restarted
         return
     if run_id:
-        _steady(ctx, partial(flight.trial.set_user_attr, RUN_ATTR, run_id))
+        _steady(ctx, partial(telling.set_attr, flight.trial, RUN_ATTR, run_id))
 
 
 def _finish(ctx: TrialContext, flight: _Flight, result: TrainResult):
-    """Spool and tell a trained trial: COMPLETE with its value, or PRUNED (pruned, diverged)."""
+    """Spool and tell a trained trial: COMPLETE with its value, or PRUNED (pruned, diverged);
+    FAIL (its run too) if another worker took it meanwhile."""
     trial = flight.trial
-    state, reason = outcome(result)
+    state, reason = telling.outcome(result)
     value = objective_value(ctx.objective, result)
     if state == "COMPLETE" and not math.isfinite(value):
         return _fail(ctx, flight, FloatingPointError(f"objective_value is {value}"))
+    try:
+        if flight.taken:
+            raise flight.taken
+        if reason:
+            _steady(ctx, partial(telling.set_attr, trial, REASON, reason))
+        _link_run(ctx, flight)
+    except telling.Taken as taken:
+        return _fail(ctx, flight, taken)
     details = {"reason": reason, "params": flight.params, "result": result, "data": ctx.data}
     ctx.recorder.submit(record_of(ctx, trial.number, state, start=flight.started, **details))
-    if reason:
-        _steady(ctx, partial(trial.set_user_attr, REASON, reason))
-    _link_run(ctx, flight)
     if state == "COMPLETE":
         return _tell(ctx, trial, value)
     return _tell(ctx, trial, state=optuna.trial.TrialState.PRUNED)
