@@ -6,11 +6,9 @@ spooled records (`tracking.delivery`); if it dies, the sweep process records wha
 
 from __future__ import annotations
 
-import atexit
 import math
 import multiprocessing
 import os
-import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -22,6 +20,7 @@ import numpy as np
 
 from pipeline.core.data import Dataset
 from pipeline.tracking import store
+from pipeline.tracking.child import bind_to_parent
 from pipeline.tracking.outage import TrackingOutage
 from pipeline.tracking.plots import save_run_plots
 from pipeline.tracking.recording import truth
@@ -38,22 +37,10 @@ def recorder_process_init(parent_pid: int, link: Link) -> None:
     queued still finish; and it dies with its sweep process, even one killed with SIGKILL
     (before this ran, too: its imports take seconds), instead of lingering. It retries
     itself (`pipeline.tracking.delivery`), so MLflow's own HTTP retries would only delay that."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    bind_to_parent(parent_pid)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     global _LINK
     _LINK = link
-    # Its last recording is committed when it is told to stop; tearing down the interpreter
-    # (matplotlib, MLflow, SQLAlchemy) would only keep the sweep waiting ~0.6 s.
-    atexit.register(_exit_now)
-    try:
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the pool still ends with a clean exit
-        pass
-    if os.getppid() != parent_pid:  # the sweep died while this process was starting
-        os._exit(0)
 
 
 def _warm_up(tracking_uri: str, data: Dataset, epochs: int) -> None:
@@ -73,12 +60,6 @@ def _warm_up(tracking_uri: str, data: Dataset, epochs: int) -> None:
             epochs,
             curves=data.problem.equation is None,  # an equation's run draws its own
         )
-
-
-def _exit_now() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _deliver(spool: Spool, path: Path) -> bool:

@@ -8,11 +8,8 @@ the experiment, as before. Imports no MLflow here: the process that trains never
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing
 import os
-import signal
-import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +21,7 @@ import numpy as np
 from pipeline.core.data import Dataset
 from pipeline.core.results import TrainResult
 from pipeline.settings import ObjectiveConfig, TrackingConfig
+from pipeline.tracking.child import bind_to_parent
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class RunRecorder:
             ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_process_init,
+                initializer=bind_to_parent,
                 initargs=(os.getpid(),),
             )
             if background
@@ -102,28 +100,6 @@ class _Here(Executor):
         except Exception as error:
             future.set_exception(error)
         return future
-
-
-def _process_init(parent_pid: int) -> None:
-    """Ctrl-C is the training process's to handle; this one dies with it, and skips tearing
-    down MLflow and matplotlib at its exit (everything it wrote is committed by then)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    atexit.register(_exit_now)
-    try:
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: it still ends when its work queue closes
-        pass
-    if os.getppid() != parent_pid:  # the training process died while this one was starting
-        os._exit(0)
-
-
-def _exit_now() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 _STORE: dict[str, Any] = {}  # this process's client and experiment id (set by `_connect`)
