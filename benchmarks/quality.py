@@ -41,14 +41,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quality_equations import EQUATIONS, compatible, report_l2re
 from quality_times import best_over_time, checkout, ratio_text, seconds_text, time_to
 
 REPO = Path(__file__).resolve().parents[1]
 
 PROBLEMS = ("log", "sin", "exp", "runge")
-EQUATIONS = ("logistic", "oscillator", "poisson", "gauss")  # the residual objective's
 OBJECTIVES = ("value", "derivative", "sobolev", "residual")
-L2RE_TARGET = 1e-3  # the best trial's val_l2re on every shipped equation (median over seeds)
 TARGETS = {  # the issue's, for problem=log
     "derivative": "best val_deriv_mse <= reference / 1000 (1.1e-6), its val_value_mse <= 1e-8",
     "value": "best val_value_mse <= baseline / 1000",
@@ -187,22 +186,6 @@ HEADER = (
     f"{'cell':<34}{'baseline':>11}{'reference':>11}{'best':>11}{'vs base':>11}{'vs ref':>11}"
     f"{'best val_v':>11}{'best val_d':>11}{'wall':>8}{'cpu':>8}"
 )
-
-
-def compatible(problem: str, objective: str) -> bool:
-    """An equation's problem trains the residual objective only; a target's every other."""
-    return (problem in EQUATIONS) == (objective == "residual")
-
-
-def report_l2re(medians: dict[tuple, Outcome]) -> None:
-    """The issue's target for every equation run: the best trial's val_l2re <= 1e-3."""
-    rows = [(key, o) for key, o in medians.items() if key[1] == "residual"]
-    if rows:
-        print("\nTargets (equations, medians over the seeds run; best chosen by objective_value):")
-    for (problem, _, _), o in rows:
-        verdict = "met" if o.best_l2re <= L2RE_TARGET else "MISSED"
-        print(f"  {problem}: best val_l2re {o.best_l2re:.2e} (baseline {o.baseline_l2re:.2e}): "
-              f"{verdict} (target <= {L2RE_TARGET:g})")  # fmt: skip
 
 
 def _median(outcomes: list[Outcome]) -> Outcome:
