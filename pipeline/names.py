@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from pipeline.settings import CONF_DIR
+from pipeline.config_values import CONF_DIR
 
 # Where results go unless the user says otherwise: read from the shipped config, the one source.
 _TRACKING = OmegaConf.load(CONF_DIR / "tracking" / "default.yaml")
