@@ -218,7 +218,7 @@ def run_sweep(settings: SweepSettings, worker: int | None = None, launch: str = 
         entry.fail(error)
     if settings.study.n_workers == 1:  # with more, only the worker processes train
         entry.import_tensorflow_quietly(settings.train.compile_cache)
-    from pipeline.sweeping.stopping import Terminated, TooManyFailures, raise_on_sigterm
+    from pipeline.sweeping.stopping import TooManyFailures, raise_on_sigterm
     from pipeline.sweeping.worker import run_study
     from pipeline.tracking.outage import TrackingOutage
 
@@ -254,15 +254,7 @@ def run_sweep(settings: SweepSettings, worker: int | None = None, launch: str = 
         print(f"error: {error.line(_spool(settings).count())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:
-        code = 143 if isinstance(error, Terminated) else 130
-        waiting = _spool(settings).count()
-        spooled = f" ({waiting} records wait in {_spool(settings).directory})" if waiting else ""
-        print(
-            "\ninterrupted: the running trial was failed and its run closed as KILLED; "
-            f"rerun the same command to resume{spooled}.",
-            file=sys.stderr,
-        )
-        return code
+        return _interrupted(settings, error)
     if worker is not None:
         print(f"worker {worker}: done")
     if outcomes is None:  # another worker closes the studies and prints the summary
@@ -284,3 +276,18 @@ def run_check(settings: SweepSettings) -> int:
     except TrackingOutage as error:
         print(f"error: {error.line(_spool(settings).count())}", file=sys.stderr)
         return 1
+
+
+def _interrupted(settings: SweepSettings, error: KeyboardInterrupt) -> int:
+    """Say what an interrupt left (the spooled records too) and give its exit code: 143 for
+    SIGTERM, 130 for Ctrl-C."""
+    from pipeline.sweeping.stopping import Terminated
+
+    waiting = _spool(settings).count()
+    spooled = f" ({waiting} records wait in {_spool(settings).directory})" if waiting else ""
+    print(
+        "\ninterrupted: the running trial was failed and its run closed as KILLED; "
+        f"rerun the same command to resume{spooled}.",
+        file=sys.stderr,
+    )
+    return 143 if isinstance(error, Terminated) else 130
