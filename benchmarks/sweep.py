@@ -72,7 +72,7 @@ def fit_us_per_epoch(epochs: int) -> float:
 
     from pipeline.core.data import make_dataset
     from pipeline.core.model import build_model
-    from pipeline.core.problems import shipped
+    from pipeline.core.problem_config import shipped
     from pipeline.settings import load
 
     data = make_dataset(load("train").data, shipped("log"), 1.0)

@@ -48,7 +48,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from pipeline.core.data import make_dataset
-        from pipeline.core.problems import shipped
+        from pipeline.core.problem_config import shipped
         from pipeline.settings import load
         from pipeline.tracking import store
 

@@ -117,7 +117,7 @@ def setup(args: argparse.Namespace) -> tuple:
 
     from pipeline.core.data import make_dataset
     from pipeline.core.model import build_model, initial_weights
-    from pipeline.core.problems import shipped
+    from pipeline.core.problem_config import shipped
     from pipeline.settings import load
 
     # The post's way for both objectives: its 19 points are also the derivative's collocation grid.

@@ -117,7 +117,7 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     entry.import_tensorflow_quietly(None)  # every graph compiled: what is measured
     from pipeline.core.data import make_dataset
     from pipeline.core.model import seeded_weights
-    from pipeline.core.problems import shipped
+    from pipeline.core.problem_config import shipped
     from pipeline.core.trainer import TrainSpec, train
     from pipeline.settings import load
     from pipeline.sweeping.space import Hyperparams, layout_for

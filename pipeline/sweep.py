@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import entry
 from pipeline.core.data import make_dataset
 from pipeline.core.ode_problems import check_objective
-from pipeline.core.problems import read_problem
+from pipeline.core.problem_config import read_problem
 from pipeline.settings import (
     CONF_DIR,
     OBJECTIVES,

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import entry
 from pipeline.core.data import Dataset, make_dataset
 from pipeline.core.ode_problems import check_objective
-from pipeline.core.problems import Problem, read_problem
+from pipeline.core.problem_config import read_problem
+from pipeline.core.problems import Problem
 from pipeline.core.results import TrainResult
 from pipeline.names import OBJECTIVE_TAG, ROLE_TAG
 from pipeline.settings import (

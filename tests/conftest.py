@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from pipeline import settings
 from pipeline.core.data import Dataset, make_dataset
-from pipeline.core.problems import shipped
+from pipeline.core.problem_config import shipped
 
 if TYPE_CHECKING:
     import numpy as np

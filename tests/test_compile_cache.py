@@ -25,7 +25,7 @@ from pipeline.entry import import_tensorflow_quietly
 import_tensorflow_quietly(sys.argv[1])
 from pipeline.core.data import make_dataset
 from pipeline.core.model import seeded_weights
-from pipeline.core.problems import shipped
+from pipeline.core.problem_config import shipped
 from pipeline.core.trainer import TrainSpec, train
 from pipeline.settings import CONSTANT_RATE, load
 data = make_dataset(load("train").data, shipped("log"), 1.0)

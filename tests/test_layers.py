@@ -38,6 +38,30 @@ def test_core_imports_only_core_and_the_settings(path: Path) -> None:
     assert not {m for m in _imports(path) if m.split(".")[0] in ("mlflow", "optuna")}
 
 
+def test_core_modules_import_each_other_without_a_cycle() -> None:
+    """Each core module builds on modules below it: no cycle, not even through an import
+    inside a function (which would hide one from Python until that function runs)."""
+    modules = {p.stem: p for p in (PACKAGE / "core").glob("*.py") if p.stem != "__init__"}
+    below = {
+        name: {m.split(".")[2] for m in _imports(path) if m.startswith("pipeline.core.")}
+        & set(modules)
+        for name, path in modules.items()
+    }
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for other in sorted(below[name]):
+            assert state.get(other) != "open", " -> ".join([*path, name, other])
+            if other not in state:
+                visit(other, [*path, name])
+        state[name] = "done"
+
+    for name in sorted(modules):
+        if name not in state:
+            visit(name, [])
+
+
 def test_the_whole_core_loads_without_mlflow_optuna_or_the_other_layers() -> None:
     modules = sorted(p.stem for p in (PACKAGE / "core").glob("*.py") if p.stem != "__init__")
     code = (

@@ -113,7 +113,7 @@ def test_best_model_loads_from_the_registry_through_the_server(swept: Swept) -> 
     import mlflow
 
     from pipeline.core.data import make_dataset
-    from pipeline.core.problems import shipped
+    from pipeline.core.problem_config import shipped
     from pipeline.settings import load
 
     study = sweeps.load_study(swept.storage, swept.name)

@@ -23,7 +23,7 @@ from pipeline.core.layout import Layout
 from pipeline.core.losses import slot_losses, value_and_slope
 from pipeline.core.model import seeded_weights
 from pipeline.core.objectives import OBJECTIVES, get
-from pipeline.core.problems import shipped
+from pipeline.core.problem_config import shipped
 from pipeline.core.results import Report
 from pipeline.core.trainer import train
 from pipeline.names import BASELINE_ATTR, ROLE_TAG, STATE_TAG, STUDY_TAG

@@ -19,7 +19,9 @@ import pytest
 from omegaconf import DictConfig
 
 from pipeline.core.data import make_dataset
-from pipeline.core.problems import Problem, derive, read_problem, shipped
+from pipeline.core.expressions import derive
+from pipeline.core.problem_config import read_problem, shipped
+from pipeline.core.problems import Problem
 from pipeline.settings import CONF_DIR, ConfigError, load
 
 DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)

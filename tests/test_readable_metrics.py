@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pytest
 
-from pipeline.core.problems import shipped
+from pipeline.core.problem_config import shipped
 from pipeline.core.results import TrainResult
 from pipeline.settings import CONSTANT_RATE, load
 from pipeline.sweeping.study import make_storage, metric_name, open_study

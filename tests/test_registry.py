@@ -18,7 +18,7 @@ import sweeps
 from sweeping import NARROW_SPACE, Stores, run_sweep_in
 
 from pipeline.core.data import make_dataset
-from pipeline.core.problems import shipped
+from pipeline.core.problem_config import shipped
 from pipeline.names import BASELINE_ATTR
 from pipeline.settings import load
 from pipeline.sweeping.study_run import register_best

@@ -22,7 +22,7 @@ import servers
 from sweeping import RUN_PLOTS, artifact_paths
 
 from pipeline.core.data import make_dataset
-from pipeline.core.problems import shipped
+from pipeline.core.problem_config import shipped
 from pipeline.core.results import Report, TrainResult
 from pipeline.names import PARENT_TAG, STATE_TAG
 from pipeline.settings import load

@@ -168,7 +168,7 @@ def test_best_trial_run_carries_a_loadable_keras_model(swept: Stores) -> None:
     assert [layer.units for layer in model.layers[:-1]] == units
     # The logged model is the trained one: its validation error is the run's objective value.
     from pipeline.core.data import make_dataset
-    from pipeline.core.problems import shipped
+    from pipeline.core.problem_config import shipped
     from pipeline.settings import load
 
     data = make_dataset(load("train").data, shipped("log"), anchor_x=1.0)

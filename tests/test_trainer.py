@@ -66,7 +66,7 @@ def post_points() -> Dataset:
     """The post's data with its 19 points as the collocation grid too: the derivative objective
     trained the post's way (the figures measured below are on these points)."""
     from pipeline.core.data import make_dataset
-    from pipeline.core.problems import shipped
+    from pipeline.core.problem_config import shipped
     from pipeline.settings import load
 
     shipped_data = load("train").data  # the post's 19 points become the collocation grid

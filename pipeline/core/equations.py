@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config_values import ConfigError
+from pipeline.core.expressions import sympy_names, x_symbol
 from pipeline.core.specs import DERIVATIVE_NAMES, MAX_ORDER, ConditionSpec, EquationSpec
 
 _SUBSCRIPT = re.compile(r"\by_(x+)\b")
@@ -29,8 +30,6 @@ EQUATION_KEY, CONDITIONS_KEY, SOLUTION_KEY = (
 
 
 def _sympy_names() -> dict[str, Any]:
-    from pipeline.core.problems import sympy_names
-
     return {**sympy_names(), "__builtins__": {}}
 
 
@@ -62,13 +61,6 @@ def _parse(text: str, names: dict[str, Any]) -> Any:
     if not isinstance(expr, sympy.Expr):
         raise ValueError("is not an expression")
     return expr
-
-
-def x_symbol() -> Any:
-    """SymPy's x, real."""
-    import sympy
-
-    return sympy.Symbol("x", real=True)
 
 
 def unknown_y() -> Any:

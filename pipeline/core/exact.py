@@ -21,8 +21,8 @@ from pipeline.core.equations import (
     ode,
     parse_residual,
     unknown_y,
-    x_symbol,
 )
+from pipeline.core.expressions import parse, x_symbol
 from pipeline.core.specs import EquationSpec
 
 DSOLVE_SECONDS = 10.0  # how long SymPy's dsolve may look for an exact solution
@@ -33,8 +33,6 @@ TOLERANCE = 1e-6  # relative to the size of the terms
 def derivatives_of(solution: str, order: int) -> list[Any]:
     """The SymPy derivatives 0..order of the closed form `solution` in x."""
     import sympy
-
-    from pipeline.core.problems import parse
 
     f = parse(solution)
     return [sympy.diff(f, x_symbol(), k) for k in range(order + 1)]

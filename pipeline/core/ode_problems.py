@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pipeline.config_values import ConfigError
 from pipeline.core import equations, exact
-from pipeline.core.problems import (
-    CHECK_POINTS,
-    NO_SOLUTION,
-    Problem,
-    derive,
-    parse,
-    short,
-)
+from pipeline.core.expressions import derive, parse, short
+from pipeline.core.problems import CHECK_POINTS, NO_SOLUTION, Problem
+from pipeline.core.specs import EquationSpec
 
 EXAMPLE = '\'problem.equation="y_xx + y = 0"\' \'problem.conditions=["y(0) = 0","y_x(0) = 1"]\''
 _SAID: set[tuple[str, tuple[str, ...]]] = set()  # equations whose missing solution was noted
@@ -80,7 +76,24 @@ def _solution(section: Mapping[str, Any], equation: str, conditions: tuple[str, 
     return value.strip()
 
 
-def read_ode(section: Mapping[str, Any], name: str) -> Problem:
+@dataclass(frozen=True)
+class EquationProblem(Problem):
+    """An equation's problem: its equation and conditions, f its exact solution where known."""
+
+    @property
+    def spec(self) -> EquationSpec:
+        """The equation as the trainer's residual graph takes it (checked when read)."""
+        return equations.spec(self.equation, self.conditions)
+
+    def check(
+        self, x_min: float, x_max: float, anchor_x: float, points: np.ndarray | None = None
+    ) -> None:
+        """ConfigError unless the conditions, the residual and a known solution hold on
+        [x_min, x_max] (`check`); an equation has no anchor, so `anchor_x` is not used."""
+        check(self, x_min, x_max, points)
+
+
+def read_ode(section: Mapping[str, Any], name: str) -> EquationProblem:
     """The checked equation, conditions and exact solution (raises ConfigError naming the key);
     the domain's checks follow in `check`."""
     equation, conditions = _equation(section, name), _conditions(section, name)
@@ -89,7 +102,7 @@ def read_ode(section: Mapping[str, Any], name: str) -> Problem:
     f = solution or NO_SOLUTION
     df = derive(solution) if solution else NO_SOLUTION
     text = section.get("label") or equation
-    return Problem(
+    return EquationProblem(
         name=name,
         label=short(str(text)),
         expression=f,
@@ -105,7 +118,9 @@ def read_ode(section: Mapping[str, Any], name: str) -> Problem:
     )
 
 
-def check(problem: Problem, x_min: float, x_max: float, points: np.ndarray | None = None) -> None:
+def check(
+    problem: EquationProblem, x_min: float, x_max: float, points: np.ndarray | None = None
+) -> None:
     """ConfigError unless every condition's point lies in [x_min, x_max], the residual is
     finite there, and a known solution is finite there and satisfies equation and conditions."""
     spec = problem.spec
