@@ -37,7 +37,7 @@ def main() -> None:
     from pipeline.core.model import seeded_weights
     from pipeline.core.specs import CONSTANT_RATE
     from pipeline.core.trainer import TrainSpec, train
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.tracking.ode_plots import L2RE, residual_metrics
 
     decay = load("sweep").train.lr_decay

@@ -207,7 +207,7 @@ def sampler_costs(histories: list[int], asks: int = 10) -> None:
     in-memory study holding `history` finished trials: the sampler's compute alone."""
     import optuna
 
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.space import suggest
     from pipeline.sweeping.study import make_sampler
 

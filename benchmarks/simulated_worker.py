@@ -12,7 +12,7 @@ EPOCHS = 10_000
 
 
 def study_cfg(storage: str):
-    from pipeline.settings import load
+    from pipeline.defaults import load
 
     return replace(load("sweep").study, storage=storage, heartbeat_interval=10)
 
@@ -50,7 +50,7 @@ def history_trials(count: int, seed: int = 0) -> list:
     decaying report every `report_every` and a final value; a quarter pruned half-way."""
     import optuna
 
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.space import suggest
 
     space, every = load("sweep").search, study_cfg("x").report_every
@@ -88,8 +88,8 @@ def worker(index: int, url: str, n_trials: int, trial_s: float, start, queue) ->
     """One simulated worker: the project's storage calls around a sleeping stand-in trainer."""
     import optuna
 
+    from pipeline.defaults import load
     from pipeline.names import RUN_ATTR, WORKER_ATTR
-    from pipeline.settings import load
     from pipeline.sweeping import telling
     from pipeline.sweeping.space import suggest
     from pipeline.sweeping.study import make_pruner, make_sampler, make_storage

@@ -73,7 +73,7 @@ def fit_us_per_epoch(epochs: int) -> float:
     from pipeline.core.data import make_dataset
     from pipeline.core.model import build_model
     from pipeline.core.problem_config import shipped
-    from pipeline.settings import load
+    from pipeline.defaults import load
 
     data = make_dataset(load("train").data, shipped("log"), 1.0)
     model = build_model([10, 10], "sigmoid", seed=0)

@@ -49,7 +49,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         from pipeline.core.data import make_dataset
         from pipeline.core.problem_config import shipped
-        from pipeline.settings import load
+        from pipeline.defaults import load
         from pipeline.tracking import store
 
         self.args = args

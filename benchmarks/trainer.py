@@ -80,7 +80,7 @@ def time_orders(args: argparse.Namespace) -> dict[int, float]:
     from pipeline.core.model import seeded_weights
     from pipeline.core.specs import CONSTANT_RATE
     from pipeline.core.trainer import TrainSpec, train
-    from pipeline.settings import load
+    from pipeline.defaults import load
 
     found = {}
     for order, overrides in ORDER_PROBLEMS.items():
@@ -118,7 +118,7 @@ def setup(args: argparse.Namespace) -> tuple:
     from pipeline.core.data import make_dataset
     from pipeline.core.model import build_model, initial_weights
     from pipeline.core.problem_config import shipped
-    from pipeline.settings import load
+    from pipeline.defaults import load
 
     # The post's way for both objectives: its 19 points are also the derivative's collocation grid.
     shipped_data = load("train").data

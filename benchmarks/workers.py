@@ -64,7 +64,7 @@ def fixed_trials(count: int) -> list[dict]:
     """`count` parameter sets of the default search space, the same on every call."""
     import optuna
 
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.space import suggest
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -81,7 +81,7 @@ def fixed_trials(count: int) -> list[dict]:
 
 def prepare(directory: Path, trials: int, workers: int, epochs: int) -> None:
     """Create the study and its parent run in `directory` and enqueue the fixed trials."""
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.handle import StudyHandle
     from pipeline.sweeping.worker import prepare_study
 
@@ -96,7 +96,7 @@ def finished(directory: Path) -> tuple[int, float]:
     """(COMPLETE + PRUNED trials, seconds from the first trial's start to the last's end)."""
     import optuna
 
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.study import FINISHED, make_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -119,7 +119,7 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     from pipeline.core.model import seeded_weights
     from pipeline.core.problem_config import shipped
     from pipeline.core.trainer import TrainSpec, train
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.space import Hyperparams, layout_for
 
     run, sweep = load("train"), load("sweep")

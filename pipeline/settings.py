@@ -5,20 +5,18 @@ sees OmegaConf. Every check raises `ConfigError`, whose text is the one line use
 
 The values live in one place, the YAML under `CONF_DIR` (`conf/` of the checkout, shipped in the
 wheel as `pipeline/conf`): the dataclasses give types and checks, not defaults. Code that needs
-settings without a command line (benchmarks, tests, notebooks) takes them from `load`, which
-composes the config as `python -m pipeline.<name>` would.
+settings without a command line (benchmarks, tests, notebooks) takes them from
+`pipeline.defaults.load`, which composes the config as `python -m pipeline.<name>` would.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.config_values import (  # re-exported: the readers' one import for every layer
-    CONF_DIR,
     ConfigError,
     read_bool,
     read_choice,
@@ -29,12 +27,6 @@ from pipeline.config_values import (  # re-exported: the readers' one import for
 from pipeline.core.data import DataConfig  # re-exported: core owns the types it takes
 from pipeline.core.objectives import OBJECTIVES as REGISTRY
 from pipeline.core.specs import CONSTANT_RATE, LrDecay
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
-    from pipeline.sweeping.handle import SweepSettings
-    from pipeline.train import RunSettings
 
 OBJECTIVES = tuple(REGISTRY)
 ACTIVATIONS = ("sigmoid", "tanh", "softplus", "relu", "elu", "silu")
@@ -109,37 +101,6 @@ class TrackingConfig:
     # How long MLflow may not answer before a sweep stops (exit 1, its records kept in the
     # spool); trials go on training meanwhile.
     outage_timeout: float
-
-
-# --- the config as an entry point composes it -------------------------------------------------
-
-
-def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """The config `python -m pipeline.<config_name> <overrides>` sees, composed by Hydra from
-    `CONF_DIR` (not usable inside a running Hydra app, which has composed its own)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name=config_name):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
-
-
-@functools.cache
-def _load(config_name: str, overrides: tuple[str, ...]) -> RunSettings | SweepSettings:
-    if config_name == "train":
-        from pipeline.train import read_settings
-    elif config_name == "sweep":
-        from pipeline.sweep import read_settings
-    else:
-        raise ValueError(f"no entry point reads {config_name!r}: train or sweep")
-    return read_settings(compose(config_name, overrides))
-
-
-def load(config_name: str, overrides: Sequence[str] = ()) -> RunSettings | SweepSettings:
-    """Typed, checked settings of `python -m pipeline.<config_name> <overrides>` ("train" gives
-    `RunSettings`, "sweep" `SweepSettings`): the shipped defaults for code and tests that have
-    no command line, e.g. `load("train").data`. Raises ConfigError like the entry point."""
-    return _load(config_name, tuple(overrides))
 
 
 def read_data(section: Mapping[str, Any]) -> DataConfig:

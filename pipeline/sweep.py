@@ -14,11 +14,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import entry
+from pipeline.config_values import CONF_DIR
 from pipeline.core.data import make_dataset
 from pipeline.core.ode_problems import check_objective
 from pipeline.core.problem_config import read_problem
 from pipeline.settings import (
-    CONF_DIR,
     OBJECTIVES,
     ConfigError,
     TrainConfig,

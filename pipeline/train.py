@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import entry
+from pipeline.config_values import CONF_DIR
 from pipeline.core.data import Dataset, make_dataset
 from pipeline.core.ode_problems import check_objective
 from pipeline.core.problem_config import read_problem
@@ -22,7 +23,6 @@ from pipeline.core.problems import Problem
 from pipeline.core.results import TrainResult
 from pipeline.names import OBJECTIVE_TAG, ROLE_TAG
 from pipeline.settings import (
-    CONF_DIR,
     OBJECTIVES,
     ConfigError,
     DataConfig,

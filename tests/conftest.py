@@ -1,7 +1,7 @@
 """Shared fixtures: the config directory, the one Hydra compose helper and the post's data.
 
-Settings come from the shipped config (`pipeline.settings.CONF_DIR`), never from values written
-again here: `compose_cfg` gives the composed `DictConfig`, `pipeline.settings.load` the typed
+Settings come from the shipped config (`pipeline.config_values.CONF_DIR`), never from values written
+again here: `compose_cfg` gives the composed `DictConfig`, `pipeline.defaults.load` the typed
 settings an entry point would run with.
 
 TensorFlow is imported lazily (by the fixtures and tests that need it), so config-only tests
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import pytest
 from omegaconf import DictConfig
 
-from pipeline import settings
+from pipeline import defaults
+from pipeline.config_values import CONF_DIR
 from pipeline.core.data import Dataset, make_dataset
 from pipeline.core.problem_config import shipped
 
@@ -29,10 +30,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = settings.CONF_DIR  # the config directory the entry points read (the only definition)
 
 ComposeFn = Callable[[str, Sequence[str]], DictConfig]
-compose_config: ComposeFn = settings.compose  # `python -m pipeline.<name> <overrides>`'s config
+compose_config: ComposeFn = defaults.compose  # `python -m pipeline.<name> <overrides>`'s config
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,7 @@ def train_cfg() -> DictConfig:
 def dataset() -> Dataset:
     """The post's problem (log x): 19 data points on [0.1, 1.9], the collocation grid, the
     held-out validation grid and the anchor x0 = 1."""
-    run = settings.load("train")
+    run = defaults.load("train")
     return make_dataset(run.data, shipped("log"), anchor_x=run.objective.anchor_x)
 
 

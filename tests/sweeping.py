@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from pipeline.defaults import load
 from pipeline.names import PARENT_TAG, ROLE_TAG, TRIAL_TAG
-from pipeline.settings import load
 from pipeline.sweeping.handle import SweepSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

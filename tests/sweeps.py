@@ -68,7 +68,7 @@ def load_study(storage: str, name: str, cwd: Path | None = None):
 
     import optuna
 
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.study import make_storage
 
     if "://" not in storage and cwd is not None:

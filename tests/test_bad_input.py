@@ -111,7 +111,7 @@ def test_existing_study_of_other_objective_is_refused_untouched(tmp_path):
 
     import optuna
 
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.study import (
         make_pruner,
         make_sampler,

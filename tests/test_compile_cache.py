@@ -27,7 +27,8 @@ from pipeline.core.data import make_dataset
 from pipeline.core.model import seeded_weights
 from pipeline.core.problem_config import shipped
 from pipeline.core.trainer import TrainSpec, train
-from pipeline.settings import CONSTANT_RATE, load
+from pipeline.defaults import load
+from pipeline.settings import CONSTANT_RATE
 data = make_dataset(load("train").data, shipped("log"), 1.0)
 spec = TrainSpec("sigmoid", "sgd", 0.1, 200, CONSTANT_RATE, "derivative", 1.0, 1.0, 50, 100)
 result = train(spec, seeded_weights([10, 10], 0), data)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.settings import compose
+from pipeline.defaults import compose
 from pipeline.sweep import read_settings, read_worker
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.settings import CONF_DIR, ConfigError
+from pipeline.config_values import CONF_DIR
+from pipeline.settings import ConfigError
 
 
 def _run(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from test_bad_input import assert_one_error_line
 
 from pipeline.config_values import ConfigError
 from pipeline.core import equations, exact
-from pipeline.settings import load
+from pipeline.defaults import load
 
 OSCILLATOR = ['problem.equation="y_xx + y = 0"', 'problem.conditions=["y(0) = 0","y_x(0) = 1"]']
 LOG_ODE = ['problem.equation="y_x = 1/x"', 'problem.conditions=["y(1) = 0"]']

@@ -114,7 +114,7 @@ def test_best_model_loads_from_the_registry_through_the_server(swept: Swept) -> 
 
     from pipeline.core.data import make_dataset
     from pipeline.core.problem_config import shipped
-    from pipeline.settings import load
+    from pipeline.defaults import load
 
     study = sweeps.load_study(swept.storage, swept.name)
     mlflow.set_tracking_uri(swept.server.uri)

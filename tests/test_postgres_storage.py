@@ -85,7 +85,7 @@ def test_workers_opening_a_fresh_database_together_all_get_the_storage(storage_d
     # Workers started at once on an empty database race to create Optuna's schema.
     from dataclasses import replace
 
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.study import make_storage
 
     cfg = replace(load("sweep").study, storage=pg.url(storage_db))

@@ -26,8 +26,8 @@ from pipeline.core.objectives import OBJECTIVES, get
 from pipeline.core.problem_config import shipped
 from pipeline.core.results import Report
 from pipeline.core.trainer import train
+from pipeline.defaults import load
 from pipeline.names import BASELINE_ATTR, ROLE_TAG, STATE_TAG, STUDY_TAG
-from pipeline.settings import load
 
 DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)
 ComposeFn = Callable[..., DictConfig]

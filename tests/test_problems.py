@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
+from pipeline.config_values import CONF_DIR
 from pipeline.core.data import make_dataset
 from pipeline.core.expressions import derive
 from pipeline.core.problem_config import read_problem, shipped
 from pipeline.core.problems import Problem
-from pipeline.settings import CONF_DIR, ConfigError, load
+from pipeline.defaults import load
+from pipeline.settings import ConfigError
 
 DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)
 REPO_ROOT = Path(__file__).resolve().parents[1]

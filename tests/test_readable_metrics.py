@@ -15,7 +15,8 @@ import pytest
 
 from pipeline.core.problem_config import shipped
 from pipeline.core.results import TrainResult
-from pipeline.settings import CONSTANT_RATE, load
+from pipeline.defaults import load
+from pipeline.settings import CONSTANT_RATE
 from pipeline.sweeping.study import make_storage, metric_name, open_study
 from pipeline.tracking.recording import final_metrics, run_params
 

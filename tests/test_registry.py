@@ -19,8 +19,8 @@ from sweeping import NARROW_SPACE, Stores, run_sweep_in
 
 from pipeline.core.data import make_dataset
 from pipeline.core.problem_config import shipped
+from pipeline.defaults import load
 from pipeline.names import BASELINE_ATTR
-from pipeline.settings import load
 from pipeline.sweeping.study_run import register_best
 
 DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)

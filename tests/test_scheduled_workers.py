@@ -102,7 +102,7 @@ def test_the_earlier_ask_keeps_its_trial():
 def test_threads_asking_together_finish_exactly_n_trials(tmp_path):
     """Eight workers on one journal file, each asking whenever the study looks short: without
     the rank check they overshoot (each sees n-1 live and asks)."""
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.study import make_storage
 
     cfg = load("sweep", [f"study.storage={tmp_path / 'optuna.journal'}"]).study
@@ -134,7 +134,7 @@ def test_threads_asking_together_finish_exactly_n_trials(tmp_path):
 
 
 def test_exactly_one_claim_per_launch_and_study_state(tmp_path):
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.study import make_storage
 
     cfg = load("sweep", [f"study.storage={tmp_path / 'optuna.journal'}"]).study

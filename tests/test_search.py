@@ -10,7 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import FixedTrial
 
-from pipeline.settings import ACTIVATIONS, CONF_DIR, OPTIMIZERS, ConfigError, load
+from pipeline.config_values import CONF_DIR
+from pipeline.defaults import load
+from pipeline.settings import ACTIVATIONS, OPTIMIZERS, ConfigError
 from pipeline.sweeping.space import (
     BASELINE,
     FloatRange,

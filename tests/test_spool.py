@@ -24,8 +24,8 @@ from sweeping import RUN_PLOTS, artifact_paths
 from pipeline.core.data import make_dataset
 from pipeline.core.problem_config import shipped
 from pipeline.core.results import Report, TrainResult
+from pipeline.defaults import load
 from pipeline.names import PARENT_TAG, STATE_TAG
-from pipeline.settings import load
 from pipeline.tracking.spool import Spool, TrialRecord, claimed, trial_record
 
 DATA = load("train").data  # the shipped data settings (conf/data/default.yaml)

@@ -73,7 +73,7 @@ def connections(database: str) -> int:
 def test_a_worker_storage_uses_at_most_two_connections_under_load():
     import optuna
 
-    from pipeline.settings import load
+    from pipeline.defaults import load
     from pipeline.sweeping.study import make_storage
 
     with pg.database() as name:

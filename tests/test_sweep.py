@@ -27,6 +27,7 @@ from sweeping import (
     trial_of,
 )
 
+from pipeline.defaults import load
 from pipeline.names import (
     BASELINE_ATTR,
     BEST_TRIAL_TAG,
@@ -38,7 +39,7 @@ from pipeline.names import (
     STUDY_TAG,
     TRIAL_TAG,
 )
-from pipeline.settings import CONSTANT_RATE, load
+from pipeline.settings import CONSTANT_RATE
 
 # ---------------------------------------------------------------------------------------------
 # End to end: both objectives, default sampler and pruner, a few short trials. The space is
@@ -169,7 +170,7 @@ def test_best_trial_run_carries_a_loadable_keras_model(swept: Stores) -> None:
     # The logged model is the trained one: its validation error is the run's objective value.
     from pipeline.core.data import make_dataset
     from pipeline.core.problem_config import shipped
-    from pipeline.settings import load
+    from pipeline.defaults import load
 
     data = make_dataset(load("train").data, shipped("log"), anchor_x=1.0)
     predicted = np.asarray(model(data.x_val)).ravel()

@@ -67,7 +67,7 @@ def post_points() -> Dataset:
     trained the post's way (the figures measured below are on these points)."""
     from pipeline.core.data import make_dataset
     from pipeline.core.problem_config import shipped
-    from pipeline.settings import load
+    from pipeline.defaults import load
 
     shipped_data = load("train").data  # the post's 19 points become the collocation grid
     points = replace(shipped_data, n_colloc=shipped_data.n_train)

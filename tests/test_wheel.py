@@ -81,7 +81,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_package_and_its_config_come_from_the_fresh_venv(installed: Path, tmp_path: Path):
-    script = "import pipeline, pipeline.settings as s; print(pipeline.__file__); print(s.CONF_DIR)"
+    script = (
+        "import pipeline, pipeline.config_values as c; print(pipeline.__file__); print(c.CONF_DIR)"
+    )
     package, conf = _run([installed, "-c", script], cwd=tmp_path).stdout.split()
     venv = installed.parents[1]
     assert Path(package).is_relative_to(venv), package
