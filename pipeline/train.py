@@ -142,6 +142,7 @@ def _record(
 ) -> RunOutcome:
     """The trained network as one MLflow run: FINISHED, or FAILED with why when it diverged."""
     from pipeline.tracking.recording import run_params
+    from pipeline.tracking.run_recorder import TrainedRun
 
     s = settings
     params = run_params(
@@ -160,14 +161,16 @@ def _record(
     label = f"{s.problem.name}-{s.objective.name}"
     diverged = result.diverged_at
     recorded = recorder.record(
-        f"train-{label}",
-        label,
-        {ROLE_TAG: "run", OBJECTIVE_TAG: s.objective.name},
-        params,
-        result,
-        data,
-        s.objective,
-        failure=None if diverged is None else f"non-finite loss at epoch {diverged}",
+        TrainedRun(
+            f"train-{label}",
+            label,
+            {ROLE_TAG: "run", OBJECTIVE_TAG: s.objective.name},
+            params,
+            result,
+            data,
+            s.objective,
+            failure=None if diverged is None else f"non-finite loss at epoch {diverged}",
+        )
     )
     return RunOutcome(
         run_id=recorded.run_id,

@@ -25,6 +25,20 @@ from pipeline.tracking.child import bind_to_parent
 
 
 @dataclass(frozen=True)
+class TrainedRun:
+    """What one trained run's MLflow run is made of: FINISHED, or FAILED with `failure`."""
+
+    name: str
+    label: str  # the plots' title
+    tags: Mapping[str, str]
+    params: Mapping[str, Any]
+    result: TrainResult
+    data: Dataset
+    objective: ObjectiveConfig
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
 class Recorded:
     """Where the run went and what it scored."""
 
@@ -54,24 +68,12 @@ class RunRecorder:
         )
         self._connected = self._executor.submit(_connect, tracking, data, epochs)
 
-    def record(
-        self,
-        name: str,
-        label: str,
-        tags: Mapping[str, str],
-        params: Mapping[str, Any],
-        result: TrainResult,
-        data: Dataset,
-        objective: ObjectiveConfig,
-        failure: str | None,
-    ) -> Recorded:
-        """One run `name` with `params`, `result`'s history, final metrics and plots (titled
-        `label`), weights: FINISHED, or FAILED with `failure` as its reason. Errors of either
-        step (connecting, recording) are raised here."""
+    def record(self, run: TrainedRun) -> Recorded:
+        """One run: its params, its result's history, final metrics and plots, weights;
+        FINISHED, or FAILED with its failure as the reason. Errors of either step (connecting,
+        recording) are raised here."""
         self._connected.result()
-        return self._executor.submit(
-            _record, name, label, dict(tags), dict(params), result, data, objective, failure
-        ).result()
+        return self._executor.submit(_record, run).result()
 
     def close(self) -> None:
         """End the process (at once: its last recording is committed). Waited for: an exit
@@ -118,25 +120,17 @@ def _connect(tracking: TrackingConfig, data: Dataset, epochs: int) -> None:
                        "", epochs, curves=data.problem.equation is None)  # fmt: skip
 
 
-def _record(
-    name: str,
-    label: str,
-    tags: dict[str, str],
-    params: dict[str, Any],
-    result: TrainResult,
-    data: Dataset,
-    objective: ObjectiveConfig,
-    failure: str | None,
-) -> Recorded:
+def _record(run: TrainedRun) -> Recorded:
     from pipeline.names import REASON
     from pipeline.tracking import store
     from pipeline.tracking.recording import record_training
 
     client, experiment_id = _STORE["client"], _STORE["experiment_id"]
-    run_id = store.start_run(client, experiment_id, name=name, tags=tags)
-    metrics = record_training(client, run_id, result, data, params, objective, label=label)
-    if failure is None:
+    run_id = store.start_run(client, experiment_id, name=run.name, tags=dict(run.tags))
+    metrics = record_training(client, run_id, run.result, run.data, dict(run.params),
+                              run.objective, label=run.label)  # fmt: skip
+    if run.failure is None:
         store.end_run(client, run_id, "FINISHED")
     else:
-        store.end_run(client, run_id, "FAILED", tags={REASON: failure})
+        store.end_run(client, run_id, "FAILED", tags={REASON: run.failure})
     return Recorded(run_id, experiment_id, metrics, store.ui_command(_STORE["uri"]))
