@@ -88,9 +88,8 @@ def test_a_worker_leaving_while_the_closer_finalises_does_not_end_the_run_early(
 
     def finalising(handle: StudyHandle) -> dict:
         late_open(late, short)  # the late worker reopens and leaves before the closer's end
-        monkeypatch.setattr(array, "WAIT_FOR_CLOSER_S", 0.0)
-        quick = replace(tracking, outage_timeout=0.0)
-        seen.append(array.close_or_leave(late, N_TRIALS, LAUNCH, quick, spool))
+        monkeypatch.setattr(array, "WAIT_FOR_CLOSER_S", 0.0)  # it gives up waiting at once
+        seen.append(array.close_or_leave(late, N_TRIALS, LAUNCH, tracking, spool))
         seen.append(status(late))
         store.end_run(handle.client, handle.parent_run_id)
         return {}

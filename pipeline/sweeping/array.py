@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from pipeline.tracking.recorder import BackgroundRecorder
 
 CLOSED_ATTR = "closed"  # study user attr: the marker of the last claim whose closer closed the run
-WAIT_FOR_CLOSER_S = 120.0  # beyond tracking.outage_timeout: a closer's finalising, at most
+WAIT_FOR_CLOSER_S = 120.0  # a closer's finalising while MLflow answers, at most
 POLL_S = 0.5
 
 
@@ -129,7 +129,7 @@ def close_or_leave(
     claimed = on_storage(handle.storage, partial(claim, handle, n_trials, launch))
     wait = partial(patiently, uri=tracking.uri, patience=tracking.outage_timeout, spool=spool)
     if not claimed:
-        wait(partial(leave, handle, launch, tracking.outage_timeout + WAIT_FOR_CLOSER_S))
+        wait(partial(leave, handle, launch, WAIT_FOR_CLOSER_S))
         return False
     marker = on_storage(handle.storage, partial(_claimed_marker, handle, launch))
     wait(partial(finalize, handle))
