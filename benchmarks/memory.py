@@ -7,10 +7,13 @@ In a fresh temporary directory (its own MLflow store, Optuna journal and compile
 `python -m pipeline.sweep` of the default shape (both objectives, the default search space and
 tracking) with few trials and epochs runs as a new process. This script polls /proc every
 `--interval` seconds for the sweep process and all its descendants: each one's resident set
-(VmRSS) and proportional set (Pss, from smaps_rollup: shared pages divided among the processes
-that map them, so a sum counts TensorFlow's libraries once, as a job's memory limit does), and
-each one's own high-water mark (VmHWM, read until it exits). It prints the peak of the summed
-RSS and of the summed PSS with each process's share at that moment, and each process's VmHWM.
+(VmRSS) and private memory (USS: Private_Clean + Private_Dirty of smaps_rollup), and each
+one's own high-water mark (VmHWM, read until it exits). It prints the peak of the summed RSS (an
+upper bound: pages the processes share, such as Python's and NumPy's libraries, count once per
+process) and of the largest RSS plus the others' USS (a lower bound of the pages counted once,
+what a job's memory limit sees) with each process's share at that moment, and each process's
+VmHWM. The kernel's PSS is no help on a shared machine: it divides a library's pages among
+every process mapping them, other users' TensorFlow processes too.
 Why: a scheduler's job (Slurm `mem_gb`, a Kubernetes memory limit) must hold one worker and its
 recording process; the README sizes it from this figure. A sample between two polls can be
 missed; the VmHWM column cannot miss its process's peak (the kernel keeps it).
@@ -30,6 +33,7 @@ from pathlib import Path
 TARGET_GIB = 1.5  # the sweep process plus its recorder, together
 REPO = Path(__file__).resolve().parents[1]
 KIB_PER_GIB = 1024 * 1024
+LABELS = ("summed RSS", "largest RSS + the others' USS")
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,15 +46,17 @@ def parse_args() -> argparse.Namespace:
 
 
 def status_kib(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM (/proc/<pid>/status) and Pss (/proc/<pid>/smaps_rollup) in KiB; {} once
-    the process is gone."""
-    values: dict[str, int] = {}
+    """VmRSS, VmHWM (/proc/<pid>/status) and USS (Private_* of /proc/<pid>/smaps_rollup) in
+    KiB; {} once the process is gone."""
+    values: dict[str, int] = {"USS": 0}
     try:
         for name in ("status", "smaps_rollup"):
             for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
                 key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "Pss"):
+                if key in ("VmRSS", "VmHWM"):
                     values[key] = int(rest.split()[0])
+                elif key in ("Private_Clean", "Private_Dirty"):
+                    values["USS"] += int(rest.split()[0])
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return {}
     return values
@@ -93,28 +99,31 @@ def role(pid: int, root: int) -> str:
 
 @dataclass
 class Peaks:
-    """What the polls saw: the highest summed RSS and PSS with each process's share then, and
-    each process's last VmHWM."""
+    """What the polls saw: the highest summed RSS, and the highest largest-RSS-plus-the-others'-
+    USS ("once"), each with every process's share then and when; each process's last VmHWM."""
 
     rss: tuple[int, dict[int, int], float] = (0, {}, 0.0)
-    pss: tuple[int, dict[int, int], float] = (0, {}, 0.0)
+    once: tuple[int, dict[int, int], float] = (0, {}, 0.0)
     hwm: dict[int, int] = field(default_factory=dict)
     roles: dict[int, str] = field(default_factory=dict)
 
     def sample(self, root: int, seconds: float) -> None:
         """One poll of `root`'s process tree, `seconds` after its start."""
-        rss, pss = {}, {}
+        rss, uss = {}, {}
         for pid in descendants(root):
             values = status_kib(pid)
             if not values:
                 continue
             self.roles.setdefault(pid, role(pid, root))
-            rss[pid], pss[pid] = values.get("VmRSS", 0), values.get("Pss", 0)
+            rss[pid], uss[pid] = values.get("VmRSS", 0), values["USS"]
             self.hwm[pid] = max(self.hwm.get(pid, 0), values.get("VmHWM", 0))
         if sum(rss.values()) > self.rss[0]:
             self.rss = (sum(rss.values()), rss, seconds)
-        if sum(pss.values()) > self.pss[0]:
-            self.pss = (sum(pss.values()), pss, seconds)
+        if rss:
+            largest = max(rss, key=rss.__getitem__)
+            once = {pid: rss[pid] if pid == largest else uss[pid] for pid in rss}
+            if sum(once.values()) > self.once[0]:
+                self.once = (sum(once.values()), once, seconds)
 
 
 def run_sweep(root: Path, args: argparse.Namespace) -> tuple[Peaks, float, int]:
@@ -149,8 +158,8 @@ def gib(kib: int) -> str:
 
 def report(peaks: Peaks) -> None:
     """The peaks, each process's share at the peak and its own high-water mark, the target."""
-    for label, (total, shares, seconds) in (("RSS", peaks.rss), ("PSS", peaks.pss)):
-        print(f"peak summed {label}: {gib(total)} ({len(shares)} processes, {seconds:.0f} s in)")
+    for label, (total, shares, seconds) in zip(LABELS, (peaks.rss, peaks.once), strict=True):
+        print(f"peak {label}: {gib(total)} ({len(shares)} processes, {seconds:.0f} s in)")
         for pid, kib in sorted(shares.items(), key=lambda item: -item[1]):
             print(f"  {peaks.roles[pid]:<36} pid {pid:<8} {kib / 1024:7.0f} MiB")
     print("each process's own peak (VmHWM, the kernel's high-water mark of its RSS):")
@@ -158,9 +167,9 @@ def report(peaks: Peaks) -> None:
         print(f"  {peaks.roles[pid]:<36} pid {pid:<8} {kib / 1024:7.0f} MiB")
     children = resource_children_kib()
     print(f"largest child's ru_maxrss (cross-check): {children / 1024:.0f} MiB")
-    for label, (total, _, _) in (("RSS", peaks.rss), ("PSS", peaks.pss)):
+    for label, (total, _, _) in zip(LABELS, (peaks.rss, peaks.once), strict=True):
         verdict = "meets" if total / KIB_PER_GIB <= TARGET_GIB else "ABOVE"
-        print(f"sweep + recorder, summed {label} at its peak: {gib(total)}  "
+        print(f"sweep + recorder, {label} at its peak: {gib(total)}  "
               f"[{verdict} target <= {TARGET_GIB} GiB]")  # fmt: skip
 
 
