@@ -22,6 +22,7 @@ SMALL = {
         "order 2 / order 1 per epoch",
     ),
     "startup.py": (["--repeats", "1", "train.epochs=200"], "beyond TensorFlow's import"),
+    "memory.py": (["--trials", "2", "--epochs", "200", "objective=value"], "USS at its peak"),
     "tracking.py": (["--epochs", "200", "--repeats", "1"], "train + record, background"),
     "workers.py": (["--trials", "2", "--epochs", "200", "--workers", "1"], "2-trial study"),
     "coordination.py": (
