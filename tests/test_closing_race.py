@@ -16,7 +16,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.settings import load
+from pipeline.defaults import load
 from pipeline.sweeping import array
 from pipeline.sweeping.handle import StudyHandle
 from pipeline.sweeping.study import finished_count, make_storage
