@@ -68,6 +68,7 @@ class TrialContext:
     population: int = 1
     heartbeat_interval: float | None = None  # RDB storages with heartbeats
     share: int | None = None  # most trials in flight at once: this worker's share of the study
+    pruner_view: telling.PrunerView | None = None  # what the pruner reads; None: the study itself
 
 
 def record_of(ctx: TrialContext, number: int, state: str, **details: Any) -> TrialRecord:
@@ -173,7 +174,8 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
                     flight = slots.flights[(p, k)]
                     if math.isfinite(value) and not flight.taken:
                         try:
-                            report_to = partial(telling.report, flight.trial, value, report.epoch)
+                            report_to = partial(telling.report, flight.trial, value,
+                                                report.epoch, ctx.pruner_view)  # fmt: skip
                             if _steady(ctx, report_to):
                                 crowd.stop(k)
                         except telling.Taken as taken:  # failed elsewhere: stop, never tell
@@ -236,7 +238,9 @@ def _steady(ctx: TrialContext, call: Callable[[], T]) -> T:
 
 
 def _tell(ctx: TrialContext, trial: optuna.Trial, *args: Any, **kwargs: Any):
-    """`telling.tell`, waited out like every storage call."""
+    """`telling.tell`, waited out like every storage call; the pruner then sees it."""
+    if ctx.pruner_view is not None:
+        ctx.pruner_view.refresh()
     return _steady(ctx, partial(telling.tell, ctx.handle.study, trial, *args, **kwargs))
 
 
