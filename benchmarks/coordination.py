@@ -36,10 +36,9 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from simulated_worker import history_trials, study_cfg, worker
+from simulated_worker import history_trials, sampler_costs, study_cfg, worker
 
 PG = dict(host="127.0.0.1", port=5432, user="postgres")
 
@@ -52,6 +51,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trials-per-worker", type=int, default=2)
     parser.add_argument("--min-trials", type=int, default=16, help="new trials per run, at least")
     parser.add_argument("--trial-seconds", type=float, default=1.0)
+    reader = "reader: a stand-in that reads the history as TPE does, no model"
+    parser.add_argument("--sampler", choices=["tpe", "reader"], default="tpe", help=reader)
+    keep = "keep the PostgreSQL history databases for the next invocation"
+    parser.add_argument("--keep-history", action="store_true", help=keep)
     return parser.parse_args()
 
 
@@ -63,10 +66,18 @@ def admin(sql: str, database: str = "postgres") -> list:
         return cursor.fetchall() if cursor.description else []
 
 
-def peak_connections(database: str, stop: threading.Event, peak: list[int]) -> None:
+def peak_connections(database: str, stop, started, peak: list[int]) -> None:
+    """Peak client connections to `database` (autovacuum's are not clients), the most any one
+    process held (the workers name themselves with PGAPPNAME), and the peak once all had
+    opened the storage (`started`)."""
+    sql = ("select application_name, count(*) from pg_stat_activity where datname = "
+           f"'{database}' and backend_type = 'client backend' group by 1")  # fmt: skip
     while not stop.is_set():
-        rows = admin(f"select count(*) from pg_stat_activity where datname = '{database}'")
-        peak[0] = max(peak[0], int(rows[0][0]))
+        rows = admin(sql)
+        peak[0] = max(peak[0], sum(n for _, n in rows))
+        peak[1] = max([peak[1], *(n for _, n in rows)])
+        if started.is_set():
+            peak[2] = max(peak[2], sum(n for _, n in rows))
         stop.wait(0.1)
 
 
@@ -136,21 +147,24 @@ def run(kind: str, n: int, history: int, args, scratch: Path) -> dict:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
+                env={**os.environ, "PGAPPNAME": "coordination-proxy"},
             )
             wait_port(port, proxy)
             url = f"grpc://127.0.0.1:{port}"
     context = multiprocessing.get_context("fork")
     start, queue = context.Barrier(n + 1), context.Queue()
     processes = [context.Process(target=worker, args=(i, url, history + new, args.trial_seconds,
-                                                      start, queue)) for i in range(n)]  # fmt: skip
+                                                      args.sampler, start, queue))
+                 for i in range(n)]  # fmt: skip
     for p in processes:
         p.start()
-    stop, peak = threading.Event(), [0]
+    stop, started, peak = threading.Event(), threading.Event(), [0, 0, 0]
     poller = None
     if database:
-        poller = threading.Thread(target=peak_connections, args=(database, stop, peak))
+        poller = threading.Thread(target=peak_connections, args=(database, stop, started, peak))
         poller.start()
     start.wait()
+    started.set()
     began = time.perf_counter()
     outcomes = [queue.get() for _ in processes]
     wall = time.perf_counter() - began
@@ -163,7 +177,7 @@ def run(kind: str, n: int, history: int, args, scratch: Path) -> dict:
         proxy.terminate()
         proxy.wait()
     return summarize(kind, n, history, new, url if kind == "journal" else database, outcomes,
-                     wall, peak[0])  # fmt: skip
+                     wall, peak)  # fmt: skip
 
 
 def summarize(kind, n, history, new, where, outcomes, wall, peak) -> dict:
@@ -179,57 +193,31 @@ def summarize(kind, n, history, new, where, outcomes, wall, peak) -> dict:
     if hasattr(storage, "engine"):
         storage.engine.dispose()
     coordination = [c for o in outcomes for c in o.coordination]
-    stored = [s for o in outcomes for s in o.storage]
+    wall_s, cpu, calls, sql = zip(*[s for o in outcomes for s in o.storage], strict=True)
     errors = [e for o in outcomes for e in o.errors]
     q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] * 1e3 if len(xs) > 1 else xs[0] * 1e3  # noqa: E731
-    rest = [c - s for c, s in zip(coordination, stored, strict=True)]
+    rest = [c - s for c, s in zip(coordination, wall_s, strict=True)]
     return {
-        "storage": kind, "N": n, "history": history, "trials": len(finished),
-        "per_s": len(finished) / wall, "coord_p50": q(coordination, 50),
-        "coord_p95": q(coordination, 95), "storage_p50": q(stored, 50),
-        "storage_p95": q(stored, 95), "sampler_p50": q(rest, 50), "peak": peak,
-        "errors": len(errors), "first_error": errors[0] if errors else "",
+        "trials": len(finished), "per_s": len(finished) / wall,
+        "coord": (q(coordination, 50), q(coordination, 95)), "wall": (q(wall_s, 50), q(wall_s, 95)),
+        "cpu": q(cpu, 50), "calls": statistics.median(calls), "sql": statistics.median(sql),
+        "rest": q(rest, 50), "peak": peak, "errors": len(errors),
+        "first_error": errors[0] if errors else "",
         "lost": len(set(told) - finished), "doubled": len(told) - len(set(told)),
         "surplus": len(finished) - new,
     }  # fmt: skip
 
 
-SAMPLERS = {  # the sampler options compared in memory, beside the project's default (tpe)
-    "tpe (group=true)": ("tpe", {}),
-    "tpe n_ei_candidates=8": ("tpe", {"n_ei_candidates": 8}),
-    "tpe group=false": ("tpe", {"group": False}),
-    "random": ("random", {}),
-}
-
-
-def sampler_costs(histories: list[int], asks: int = 10) -> None:
-    """ms per ask (with the search space's suggest calls) of each sampler in `SAMPLERS` on an
-    in-memory study holding `history` finished trials: the sampler's compute alone."""
-    import optuna
-
-    from pipeline.settings import load
-    from pipeline.sweeping.space import suggest
-    from pipeline.sweeping.study import make_sampler
-
-    space = load("sweep").search
-    print(f"\nsampler's own compute, in memory, ms per ask (median of {asks}):")
-    print(f"{'sampler':<26}" + "".join(f"{h:>10,}" for h in histories))
-    trials = {h: history_trials(h) for h in histories}
-    for label, (name, options) in SAMPLERS.items():
-        cells = []
-        for h in histories:
-            cfg = replace(study_cfg("x"), sampler=name, sampler_options=options)
-            study = optuna.create_study(sampler=make_sampler(cfg))
-            study.add_trials(trials[h])
-            times = []
-            for _ in range(asks):
-                began = time.perf_counter()
-                trial = study.ask()
-                suggest(trial, space)
-                times.append(time.perf_counter() - began)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            cells.append(f"{statistics.median(times) * 1e3:>10.1f}")
-        print(f"{label:<26}" + "".join(cells), flush=True)
+LEGEND = """Per trial (ms; p50 over all workers' trials unless p95):
+  coord   wall time outside the stand-in's sleeps: ask, suggest, reports, prune checks,
+          heartbeats, tell, then the tally and the stale-trial repair
+  st wall time inside storage calls (with 16-64 processes on 2 cores, partly the CPU queue)
+  st cpu  this worker's own CPU inside storage calls (not the database's nor the proxy's)
+  calls   storage calls; SQL: statements sent (PostgreSQL direct only)
+  rest    coord - st wall: the sampler's and the pruner's compute
+  peak    most client connections to the study's database at once (0.1 s polls), start-up
+          included; run: once every worker had opened the storage; /proc: most held by one
+          process"""
 
 
 def main() -> None:
@@ -237,12 +225,14 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     args = parse_args()
-    print("Stand-in trainer: each trial sleeps", args.trial_seconds, "s over its reports; "
-          "no TensorFlow, no MLflow. Times in ms per trial.")  # fmt: skip
+    sampler = "TPE as the project builds it" if args.sampler == "tpe" else (
+        "**a stand-in** reading the history as TPE does, sampling at random")  # fmt: skip
+    print(f"Stand-in trainer: each trial sleeps {args.trial_seconds} s over its reports (no "
+          f"TensorFlow, no MLflow). Sampler: {sampler}.\n{LEGEND}")  # fmt: skip
     header = (
         f"{'storage':<8}{'history':>8}{'N':>4}{'trials':>7}{'trials/s':>9}{'coord p50':>10}"
-        f"{'p95':>8}{'storage p50':>12}{'p95':>8}{'sampler p50':>12}{'peak conn':>10}"
-        f"{'errors':>7}{'lost':>5}{'doubled':>8}{'surplus':>8}"
+        f"{'p95':>8}{'st wall p50':>12}{'p95':>8}{'st cpu':>7}{'calls':>6}{'SQL':>5}{'rest':>7}"
+        f"{'peak':>5}{'run':>5}{'/proc':>6}{'errors':>7}{'lost':>5}{'doubled':>8}{'surplus':>8}"
     )
     if args.storages:
         print(header)
@@ -253,12 +243,14 @@ def main() -> None:
             for history in args.history:
                 for n in args.workers:
                     r = run(kind, n, history, args, scratch)
-                    peak = str(r["peak"]) if kind != "journal" else "-"
+                    peak, run_peak, most = r["peak"] if kind != "journal" else "---"
+                    sql = f"{r['sql']:.0f}" if kind == "pg" else "-"
                     print(
                         f"{kind:<8}{history:>8}{n:>4}{r['trials']:>7}{r['per_s']:>9.2f}"
-                        f"{r['coord_p50']:>10.1f}{r['coord_p95']:>8.1f}{r['storage_p50']:>12.1f}"
-                        f"{r['storage_p95']:>8.1f}{r['sampler_p50']:>12.1f}{peak:>10}"
-                        f"{r['errors']:>7}{r['lost']:>5}{r['doubled']:>8}{r['surplus']:>8}",
+                        f"{r['coord'][0]:>10.1f}{r['coord'][1]:>8.1f}{r['wall'][0]:>12.1f}"
+                        f"{r['wall'][1]:>8.1f}{r['cpu']:>7.1f}{r['calls']:>6.0f}{sql:>5}"
+                        f"{r['rest']:>7.1f}{peak:>5}{run_peak:>5}{most:>6}{r['errors']:>7}{r['lost']:>5}"
+                        f"{r['doubled']:>8}{r['surplus']:>8}",
                         flush=True,
                     )
                     if r["first_error"]:
@@ -267,7 +259,8 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if any(k != "journal" for k in args.storages):
-            for name in ("coordination_run", *(f"coordination_history_{h}" for h in args.history)):
+            kept = () if args.keep_history else args.history
+            for name in ("coordination_run", *(f"coordination_history_{h}" for h in kept)):
                 admin(f"drop database if exists {name} with (force)")
 
 
