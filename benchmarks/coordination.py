@@ -29,7 +29,6 @@ import argparse
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,9 +37,16 @@ import threading
 import time
 from pathlib import Path
 
-from simulated_worker import history_trials, sampler_costs, study_cfg, worker
-
-PG = dict(host="127.0.0.1", port=5432, user="postgres")
+from coordination_storages import (
+    PG,
+    admin,
+    cpu_seconds,
+    free_port,
+    prepare,
+    wait_port,
+    watch_database,
+)
+from simulated_worker import sampler_costs, study_cfg, worker
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,75 +62,6 @@ def parse_args() -> argparse.Namespace:
     keep = "keep the PostgreSQL history databases for the next invocation"
     parser.add_argument("--keep-history", action="store_true", help=keep)
     return parser.parse_args()
-
-
-def admin(sql: str, database: str = "postgres") -> list:
-    import psycopg
-
-    with psycopg.connect(dbname=database, autocommit=True, **PG) as connection:
-        cursor = connection.execute(sql)
-        return cursor.fetchall() if cursor.description else []
-
-
-def peak_connections(database: str, stop, started, peak: list[int]) -> None:
-    """Peak client connections to `database` (autovacuum's are not clients), the most any one
-    process held (the workers name themselves with PGAPPNAME), and the peak once all had
-    opened the storage (`started`)."""
-    sql = ("select application_name, count(*) from pg_stat_activity where datname = "
-           f"'{database}' and backend_type = 'client backend' group by 1")  # fmt: skip
-    while not stop.is_set():
-        rows = admin(sql)
-        peak[0] = max(peak[0], sum(n for _, n in rows))
-        peak[1] = max([peak[1], *(n for _, n in rows)])
-        if started.is_set():
-            peak[2] = max(peak[2], sum(n for _, n in rows))
-        stop.wait(0.1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the proxy exited: {process.stdout.read()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)  # polling a server that is starting
-    raise RuntimeError("the proxy did not start")
-
-
-def prepare(kind: str, history: int, scratch: Path) -> str:
-    """A storage holding the study `bench` with `history` finished trials: made once per kind
-    and size (a journal file, a template database), copied for every run."""
-    import optuna
-
-    from pipeline.sweeping.study import make_pruner, make_sampler, make_storage
-
-    key = f"coordination_history_{history}"
-    if kind == "journal":
-        source = scratch / f"{key}.journal"
-        if not source.exists():
-            study = optuna.create_study(storage=make_storage(study_cfg(str(source))),
-                                        study_name="bench")  # fmt: skip
-            study.add_trials(history_trials(history))
-        return str(source)
-    if not admin(f"select 1 from pg_database where datname = '{key}'"):
-        admin(f"create database {key}_tmp")
-        url = f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{key}_tmp"
-        cfg = study_cfg(url)
-        storage = make_storage(cfg)
-        study = optuna.create_study(storage=storage, study_name="bench",
-                                    sampler=make_sampler(cfg), pruner=make_pruner(cfg))  # fmt: skip
-        study.add_trials(history_trials(history))
-        storage.engine.dispose()
-        admin(f"alter database {key}_tmp rename to {key}")
-    return key
 
 
 def run(kind: str, n: int, history: int, args, scratch: Path) -> dict:
@@ -158,14 +95,14 @@ def run(kind: str, n: int, history: int, args, scratch: Path) -> dict:
                  for i in range(n)]  # fmt: skip
     for p in processes:
         p.start()
-    stop, started, peak = threading.Event(), threading.Event(), [0, 0, 0]
+    stop, started, seen = threading.Event(), threading.Event(), {}
     poller = None
     if database:
-        poller = threading.Thread(target=peak_connections, args=(database, stop, started, peak))
+        poller = threading.Thread(target=watch_database, args=(database, stop, started, seen))
         poller.start()
     start.wait()
     started.set()
-    began = time.perf_counter()
+    began, proxy_cpu = time.perf_counter(), cpu_seconds(proxy.pid) if proxy else 0.0
     outcomes = [queue.get() for _ in processes]
     wall = time.perf_counter() - began
     for p in processes:
@@ -174,13 +111,14 @@ def run(kind: str, n: int, history: int, args, scratch: Path) -> dict:
     if poller:
         poller.join()
     if proxy:
+        seen["cpu"] = seen.get("cpu", 0.0) + cpu_seconds(proxy.pid) - proxy_cpu
         proxy.terminate()
         proxy.wait()
     return summarize(kind, n, history, new, url if kind == "journal" else database, outcomes,
-                     wall, peak)  # fmt: skip
+                     wall, seen)  # fmt: skip
 
 
-def summarize(kind, n, history, new, where, outcomes, wall, peak) -> dict:
+def summarize(kind, n, history, new, where, outcomes, wall, seen) -> dict:
     import optuna
 
     from pipeline.sweeping.study import FINISHED, make_storage
@@ -201,7 +139,9 @@ def summarize(kind, n, history, new, where, outcomes, wall, peak) -> dict:
         "trials": len(finished), "per_s": len(finished) / wall,
         "coord": (q(coordination, 50), q(coordination, 95)), "wall": (q(wall_s, 50), q(wall_s, 95)),
         "cpu": q(cpu, 50), "calls": statistics.median(calls), "sql": statistics.median(sql),
-        "rest": q(rest, 50), "peak": peak, "errors": len(errors),
+        "rest": q(rest, 50), "errors": len(errors),
+        "server": seen.get("cpu", 0) / max(len(finished), 1) * 1e3,
+        "peak": [seen.get(k, 0) for k in ("peak", "per_process", "run_peak")],
         "first_error": errors[0] if errors else "",
         "lost": len(set(told) - finished), "doubled": len(told) - len(set(told)),
         "surplus": len(finished) - new,
@@ -215,6 +155,7 @@ LEGEND = """Per trial (ms; p50 over all workers' trials unless p95):
   st cpu  this worker's own CPU inside storage calls (not the database's nor the proxy's)
   calls   storage calls; SQL: statements sent (PostgreSQL direct only)
   rest    coord - st wall: the sampler's and the pruner's compute
+  db cpu  the database backends' CPU (and the proxy's, in proxy rows) per trial, a run's mean
   peak    most client connections to the study's database at once (0.1 s polls), start-up
           included; run: once every worker had opened the storage; /proc: most held by one
           process"""
@@ -232,6 +173,7 @@ def main() -> None:
     header = (
         f"{'storage':<8}{'history':>8}{'N':>4}{'trials':>7}{'trials/s':>9}{'coord p50':>10}"
         f"{'p95':>8}{'st wall p50':>12}{'p95':>8}{'st cpu':>7}{'calls':>6}{'SQL':>5}{'rest':>7}"
+        f"{'db cpu':>7}"
         f"{'peak':>5}{'run':>5}{'/proc':>6}{'errors':>7}{'lost':>5}{'doubled':>8}{'surplus':>8}"
     )
     if args.storages:
@@ -243,14 +185,14 @@ def main() -> None:
             for history in args.history:
                 for n in args.workers:
                     r = run(kind, n, history, args, scratch)
-                    peak, run_peak, most = r["peak"] if kind != "journal" else "---"
+                    peak, most, run_peak = r["peak"] if kind != "journal" else "---"
                     sql = f"{r['sql']:.0f}" if kind == "pg" else "-"
                     print(
                         f"{kind:<8}{history:>8}{n:>4}{r['trials']:>7}{r['per_s']:>9.2f}"
                         f"{r['coord'][0]:>10.1f}{r['coord'][1]:>8.1f}{r['wall'][0]:>12.1f}"
                         f"{r['wall'][1]:>8.1f}{r['cpu']:>7.1f}{r['calls']:>6.0f}{sql:>5}"
-                        f"{r['rest']:>7.1f}{peak:>5}{run_peak:>5}{most:>6}{r['errors']:>7}{r['lost']:>5}"
-                        f"{r['doubled']:>8}{r['surplus']:>8}",
+                        f"{r['rest']:>7.1f}{r['server']:>7.1f}{peak:>5}{run_peak:>5}{most:>6}"
+                        f"{r['errors']:>7}{r['lost']:>5}{r['doubled']:>8}{r['surplus']:>8}",
                         flush=True,
                     )
                     if r["first_error"]:

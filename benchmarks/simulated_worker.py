@@ -138,6 +138,7 @@ def worker(index: int, url: str, n_trials: int, trial_s: float, sampler: str, st
         # and the storage itself, which the worker's heartbeats go to.
         clock = StorageClock(storage, *([study._storage] if study._storage is not storage else []))
         view = telling.PrunerView(study, PRUNER_VIEW_S)
+        study.get_trials(deepcopy=False)  # the history, read once before any trial (run_study)
     except Exception as error:
         out.errors.append(f"open: {type(error).__name__}: {str(error)[:200]}")
         queue.put(out)
