@@ -1,23 +1,28 @@
 """What coordinating N workers on one study costs: the journal file, PostgreSQL, and PostgreSQL
 behind Optuna's gRPC storage proxy, at 1,000 and 10,000 trials of history.
 
-Each simulated worker (`benchmarks/simulated_worker.py`) is a process running the storage calls
-of the project's worker loop (`sweeping.trials`): the bounded ask (`telling.ask_within`, after
-the same live-trial count), its worker attribute, `space.suggest` over the default search
-space with the project's sampler and pruner (`sweeping.study`), a report and a prune check every
-`report_every` of 10,000 epochs, a heartbeat every `heartbeat_interval` (RDB only), the run id
-attribute, and the tell.
+Each simulated worker (`benchmarks/simulated_worker.py`) is a process making the storage calls
+of the project's worker loop (`sweeping.trials`, `sweeping.worker`) through the product's own
+functions: the live-trial count and the bounded ask (`telling.ask_within`), its worker
+attribute, `space.suggest` over the default space with the project's sampler and pruner, a
+report and a prune check on the worker's `PrunerView` every `report_every` of 10,000 epochs, a
+heartbeat every `heartbeat_interval` (RDB only), the run id attribute, the tell, then the tally
+and the stale-trial repair. It reads the history once before its first trial, as `run_study`.
 **The trainer is a stand-in**: it sleeps `--trial-seconds` split over the reports and returns a
-plausible loss history (a power-law decay from a random start); no TensorFlow, no MLflow (the
-recorder talks to MLflow from its own process and is measured by benchmarks/tracking.py).
+made-up loss curve; no TensorFlow, no MLflow (the recorder talks to MLflow from its own process:
+benchmarks/tracking.py). `--sampler reader` also replaces TPE by **a stand-in** that reads the
+history as TPE does and samples at random, so that the storage's times are not the CPU queue of
+16 or 64 TPE models on 2 cores; the sampler's own cost is printed apart, in memory.
 
-Printed per storage, history and N: trials per second; p50/p95 of a trial's coordination time
-(ask + reports + prune checks + heartbeats + tell, wall) and of its storage share (time inside
-storage calls) beside the sampler's and pruner's compute (the rest); peak PostgreSQL
-connections (`pg_stat_activity`, polled every 0.1 s); errors; lost, doubled and surplus trials.
+Printed per storage, history and N (legend in the output): trials per second; per trial, the
+coordination time, the time inside storage calls (wall, and this worker's CPU), storage calls
+and SQL statements, the rest (sampler and pruner), the CPU of the database's backends (and of the
+proxy) per trial; peak client connections (`pg_stat_activity`); errors; lost, doubled and
+surplus trials. PostgreSQL histories past 1,000 trials are copies of the first 1,000 made in SQL.
 
     python benchmarks/coordination.py [--storages journal pg proxy] [--workers 1 16 64]
-        [--history 1000 10000] [--trials-per-worker 2] [--trial-seconds 1.0]
+        [--history 1000 10000] [--trials-per-worker 2] [--min-trials 16] [--trial-seconds 1.0]
+        [--sampler tpe|reader] [--keep-history]
 
 Then the sampler's own compute per ask in memory at each history size, for TPE as the project
 builds it, two cheaper TPE options and the random sampler (`--storages` alone prints only that).
@@ -61,10 +66,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sampler", choices=["tpe", "reader"], default="tpe", help=reader)
     keep = "keep the PostgreSQL history databases for the next invocation"
     parser.add_argument("--keep-history", action="store_true", help=keep)
+    views = "off: the pruner reads the study at every check (no PrunerView); rows marked -"
+    parser.add_argument(
+        "--pruner-view", nargs="+", choices=["on", "off"], default=["on"], help=views
+    )
     return parser.parse_args()
 
 
-def run(kind: str, n: int, history: int, args, scratch: Path) -> dict:
+def run(kind: str, n: int, history: int, args, scratch: Path, view: bool = True) -> dict:
     source = prepare(kind, history, scratch)
     new = max(args.min_trials, n * args.trials_per_worker)
     proxy, database = None, None
@@ -91,7 +100,7 @@ def run(kind: str, n: int, history: int, args, scratch: Path) -> dict:
     context = multiprocessing.get_context("fork")
     start, queue = context.Barrier(n + 1), context.Queue()
     processes = [context.Process(target=worker, args=(i, url, history + new, args.trial_seconds,
-                                                      args.sampler, start, queue))
+                                                      args.sampler, view, start, queue))
                  for i in range(n)]  # fmt: skip
     for p in processes:
         p.start()
@@ -151,6 +160,7 @@ def summarize(kind, n, history, new, where, outcomes, wall, seen) -> dict:
 LEGEND = """Per trial (ms; p50 over all workers' trials unless p95):
   coord   wall time outside the stand-in's sleeps: ask, suggest, reports, prune checks,
           heartbeats, tell, then the tally and the stale-trial repair
+  (a row's storage marked -: --pruner-view off, the pruner reading the study at every check)
   st wall time inside storage calls (with 16-64 processes on 2 cores, partly the CPU queue)
   st cpu  this worker's own CPU inside storage calls (not the database's nor the proxy's)
   calls   storage calls; SQL: statements sent (PostgreSQL direct only)
@@ -183,12 +193,13 @@ def main() -> None:
     try:
         for kind in args.storages:
             for history in args.history:
-                for n in args.workers:
-                    r = run(kind, n, history, args, scratch)
+                for n, view in [(n, v) for n in args.workers for v in args.pruner_view]:
+                    r = run(kind, n, history, args, scratch, view == "on")
+                    label = kind if view == "on" else f"{kind}-"
                     peak, most, run_peak = r["peak"] if kind != "journal" else "---"
                     sql = f"{r['sql']:.0f}" if kind == "pg" else "-"
                     print(
-                        f"{kind:<8}{history:>8}{n:>4}{r['trials']:>7}{r['per_s']:>9.2f}"
+                        f"{label:<8}{history:>8}{n:>4}{r['trials']:>7}{r['per_s']:>9.2f}"
                         f"{r['coord'][0]:>10.1f}{r['coord'][1]:>8.1f}{r['wall'][0]:>12.1f}"
                         f"{r['wall'][1]:>8.1f}{r['cpu']:>7.1f}{r['calls']:>6.0f}{sql:>5}"
                         f"{r['rest']:>7.1f}{r['server']:>7.1f}{peak:>5}{run_peak:>5}{most:>6}"

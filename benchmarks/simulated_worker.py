@@ -110,12 +110,15 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
 
-def worker(index: int, url: str, n_trials: int, trial_s: float, sampler: str, start, queue) -> None:
+def worker(
+    index: int, url: str, n_trials: int, trial_s: float, sampler: str, view_on: bool, start, queue
+) -> None:
     """One simulated worker: the storage calls of `sweeping.trials` and `sweeping.worker._work`
     (the bounded ask, the worker attribute, suggest, report + prune check on the worker's
     `PrunerView`, heartbeats, the run id, the tell, then the tally and the repair of stale
     trials) around a sleeping stand-in trainer. `sampler`: "tpe" as the project builds it, or
-    "reader" (`ReadingSampler`)."""
+    "reader" (`ReadingSampler`); `view_on` False: the pruner reads the study itself (as before
+    `PrunerView`)."""
     from pipeline.names import REASON, RUN_ATTR, WORKER_ATTR
     from pipeline.settings import load
     from pipeline.sweeping import consistency, telling
@@ -137,7 +140,7 @@ def worker(index: int, url: str, n_trials: int, trial_s: float, sampler: str, st
         # What the study calls (for an RDB, Optuna's cache of finished trials in front of it)
         # and the storage itself, which the worker's heartbeats go to.
         clock = StorageClock(storage, *([study._storage] if study._storage is not storage else []))
-        view = telling.PrunerView(study, PRUNER_VIEW_S)
+        view = telling.PrunerView(study, PRUNER_VIEW_S) if view_on else None
         study.get_trials(deepcopy=False)  # the history, read once before any trial (run_study)
     except Exception as error:
         out.errors.append(f"open: {type(error).__name__}: {str(error)[:200]}")
@@ -170,7 +173,8 @@ def worker(index: int, url: str, n_trials: int, trial_s: float, sampler: str, st
                     telling.set_attr(trial, REASON, f"pruned at epoch {step} by the pruner")
                     break
             telling.set_attr(trial, RUN_ATTR, f"run-{trial.number}")
-            view.refresh()
+            if view is not None:
+                view.refresh()
             if state is None:
                 telling.tell(study, trial, first * (steps[-1] / steps[0]) ** -0.8)
             else:
