@@ -16,6 +16,7 @@ PG = dict(host="127.0.0.1", port=5432, user="postgres")
 
 
 def admin(sql: str, database: str = "postgres") -> list:
+    """`sql` on its own autocommit connection to `database`; its rows, if any."""
     import psycopg
 
     with psycopg.connect(dbname=database, autocommit=True, **PG) as connection:

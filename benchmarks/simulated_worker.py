@@ -27,6 +27,7 @@ class ReadingSampler(optuna.samplers.RandomSampler):
     storage's time is not the CPU queue of 16 or 64 TPE models on 2 cores."""
 
     def infer_relative_search_space(self, study, trial):
+        """The history read (what TPE's first look at the study costs); no relative space."""
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         study._get_trials(deepcopy=False, states=states, use_cache=True)
         return {}
@@ -70,6 +71,7 @@ class StorageClock:
         return call
 
     def now(self) -> tuple[float, float, int, int]:
+        """Wall seconds, CPU seconds, calls and SQL statements so far."""
         return self.wall, self.cpu, self.calls, self.sql
 
 
