@@ -3,12 +3,16 @@
 The loop does what `Study.optimize` would: it beats for its trials (RDB heartbeats) and retries
 storage calls that a dropped connection broke, so a tell may find its trial already told.
 `ask_within` keeps a study's COMPLETE + PRUNED + RUNNING trials at most `n_trials` however many
-workers ask at once.
+workers ask at once. `PrunerView` spares the storage a full read of the study at every report.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import time
 import warnings
+from collections.abc import Container
 from typing import Any
 
 import optuna
@@ -34,12 +38,57 @@ class Taken(Exception):
         )
 
 
-def report(trial: optuna.Trial, value: float, step: int) -> bool:
-    """Report `value` at `step`; whether the pruner stops the trial. Taken if it was failed
-    elsewhere (Optuna then refuses any update to it)."""
+class PrunerView:
+    """The study as the pruner reads it: its trials as of at most `max_age` seconds ago, or as
+    of this worker's last tell (`refresh`), whichever is later.
+
+    `Trial.should_prune` reads the study from its storage at every report; for an RDB that is
+    every RUNNING trial of every worker with all its values (7 SQL statements and ~10 ms here,
+    20 times a trial). A pruner compares a trial with the finished ones, which change only when
+    a trial ends: the worker's own ends refresh the view at once, other workers' reach it
+    within `max_age`. Everything but the trials is the study's own (Hyperband's brackets too).
+    """
+
+    def __init__(self, study: optuna.Study, max_age: float) -> None:
+        self._study, self._max_age = study, max_age
+        self._trials: list[FrozenTrial] = []
+        self._read = -math.inf
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def refresh(self) -> None:
+        """Read the study again at the next check (this worker told a trial)."""
+        self._read = -math.inf
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        """`Study.get_trials` as of the view's last read; reads again once it is too old."""
+        if time.monotonic() - self._read >= self._max_age:
+            self._trials = self._study.get_trials(deepcopy=False)
+            self._read = time.monotonic()
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[FrozenTrial]:
+        return self.get_trials(deepcopy, states)
+
+
+def report(trial: optuna.Trial, value: float, step: int, view: PrunerView | None = None) -> bool:
+    """Report `value` at `step`; whether the pruner stops the trial, judged on `view` (or the
+    study as it is now). Taken if it was failed elsewhere (Optuna then refuses any update)."""
     try:
         trial.report(value, step)
-        return trial.should_prune()
+        if view is None:
+            return trial.should_prune()
+        # Trial.should_prune with the view in place of the study: the trial as it is now.
+        return trial.study.pruner.prune(view, trial._get_latest_trial())
     except UpdateFinishedTrialError:
         raise Taken(trial.number) from None
 

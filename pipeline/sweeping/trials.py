@@ -41,7 +41,7 @@ from pipeline.sweeping.space import (
     layouts,
     suggest,
 )
-from pipeline.sweeping.study import FINISHED, worker_id
+from pipeline.sweeping.study import worker_id
 from pipeline.tracking.outage import on_storage, steady_beat
 from pipeline.tracking.recorder import BackgroundRecorder
 from pipeline.tracking.recording import objective_value, run_params
@@ -68,6 +68,7 @@ class TrialContext:
     population: int = 1
     heartbeat_interval: float | None = None  # RDB storages with heartbeats
     share: int | None = None  # most trials in flight at once: this worker's share of the study
+    pruner_view: telling.PrunerView | None = None  # what the pruner reads; None: the study itself
 
 
 def record_of(ctx: TrialContext, number: int, state: str, **details: Any) -> TrialRecord:
@@ -152,6 +153,7 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
     on an interrupt) before the error goes on, so a rerun resumes the study.
     """
     slots, waiting = _Slots(ctx), []
+    judge = partial(telling.report, view=ctx.pruner_view)  # report, then the pruner's verdict
     minimised = get_objective(ctx.objective.name).minimised
     try:
         while True:
@@ -173,7 +175,7 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
                     flight = slots.flights[(p, k)]
                     if math.isfinite(value) and not flight.taken:
                         try:
-                            report_to = partial(telling.report, flight.trial, value, report.epoch)
+                            report_to = partial(judge, flight.trial, value, report.epoch)
                             if _steady(ctx, report_to):
                                 crowd.stop(k)
                         except telling.Taken as taken:  # failed elsewhere: stop, never tell
@@ -196,8 +198,7 @@ def _fill(
     waiting[:] = [f for f in waiting if not slots.place(f)]
     study = ctx.handle.study
     while slots.free() and not waiting and len(slots.flights) < (ctx.share or n_trials):
-        states = (*FINISHED, optuna.trial.TrialState.RUNNING)
-        live = _steady(ctx, partial(study.get_trials, deepcopy=False, states=states))
+        live = _steady(ctx, partial(study.get_trials, deepcopy=False, states=telling.LIVE))
         if len(live) >= n_trials:
             return
         trial = _steady(ctx, partial(telling.ask_within, study, n_trials))
@@ -236,7 +237,9 @@ def _steady(ctx: TrialContext, call: Callable[[], T]) -> T:
 
 
 def _tell(ctx: TrialContext, trial: optuna.Trial, *args: Any, **kwargs: Any):
-    """`telling.tell`, waited out like every storage call."""
+    """`telling.tell`, waited out like every storage call; the pruner then sees it."""
+    if ctx.pruner_view is not None:
+        ctx.pruner_view.refresh()
     return _steady(ctx, partial(telling.tell, ctx.handle.study, trial, *args, **kwargs))
 
 

@@ -16,17 +16,19 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from pipeline.names import BASELINE_ATTR
 from pipeline.sweeping import consistency
 from pipeline.sweeping.handle import StudyHandle, SweepSettings
-from pipeline.sweeping.progress import Watch, best_value, failure_reason, storage_away, trial_line
+from pipeline.sweeping.progress import Watch, failure_reason, storage_away, trial_line
 from pipeline.sweeping.space import BASELINE, as_params, contains
 from pipeline.sweeping.stopping import TooManyFailures, wind_down
-from pipeline.sweeping.study import StudyConfig, finished_count
+from pipeline.sweeping.study import FINISHED, StudyConfig, finished_count
 from pipeline.sweeping.study_run import finalize
+from pipeline.sweeping.telling import PrunerView
 from pipeline.tracking import delivery
 from pipeline.tracking.outage import on_storage, patiently
 from pipeline.tracking.spool import Spool
@@ -34,6 +36,10 @@ from pipeline.tracking.spool import Spool
 if TYPE_CHECKING:
     from pipeline.sweeping.trials import TrialContext
     from pipeline.tracking.recorder import BackgroundRecorder
+
+# How old other workers' finished trials may be when the pruner judges a trial on them (this
+# worker's own are seen at once): one read of the study per trial, not one per report.
+PRUNER_VIEW_S = 10.0
 
 
 @dataclass
@@ -136,8 +142,7 @@ def _work(
                 for trial in trials:
                     told += 1
                     failures = failures + 1 if trial.state == TrialState.FAIL else 0
-                    best = wait(partial(best_value, handle.study))
-                    done = wait(partial(finished_count, handle.study))
+                    done, best = wait(partial(tally, handle.study))
                     tqdm.write(trial_line(name, trial, best))
                     note = watch.check(tqdm.write)
                     best_text = f"best {best:.3e}" if best is not None else ""
@@ -156,6 +161,14 @@ def _work(
                 break
     finally:
         bar.close()
+
+
+def tally(study: optuna.Study) -> tuple[int, float | None]:
+    """The study's COMPLETE + PRUNED trials and its best value (it minimises; None before a
+    COMPLETE trial), from one read of the study rather than two after every trial."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+    return len(trials), min(values, default=None)
 
 
 def _context(
@@ -178,6 +191,7 @@ def _context(
         heartbeat_interval=cfg.heartbeat_interval if cfg.is_rdb else None,
         # Local workers split a small study rather than one of them asking for all of it.
         share=math.ceil(cfg.n_trials / cfg.n_workers),
+        pruner_view=PrunerView(handle.study, PRUNER_VIEW_S),
     )
 
 
