@@ -149,11 +149,15 @@ def outcome(result: TrainResult) -> tuple[str, str | None]:
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> FrozenTrial:
-    """`study.tell`; when a retry finds the trial already told (the connection dropped after
-    the storage took it), the trial as told."""
+    """`study.tell`; when the trial is finished already, the trial as told if it holds the
+    state told here (a retry after the connection dropped once the storage took it), else
+    Taken: another worker failed it as stale between its last report and this tell."""
     try:
         return study.tell(trial, *args, **kwargs)
-    except ValueError as error:
-        if "Cannot tell" not in str(error):
+    except (ValueError, UpdateFinishedTrialError) as error:
+        if isinstance(error, ValueError) and "Cannot tell" not in str(error):
             raise
-        return study.get_trials(deepcopy=False)[trial.number]
+    told = study.get_trials(deepcopy=False)[trial.number]
+    if told.state != kwargs.get("state", TrialState.COMPLETE):
+        raise Taken(trial.number)
+    return told

@@ -1,12 +1,13 @@
 """A study's trials, trained in populations: ask, train K at once, prune, tell, record.
 
-A worker asks Optuna for trials while it has free slots (TPE's constant liar keeps concurrent
-asks apart), trains them together in one compiled graph per layout (`core.trainer`), reports
-every slot's validation error at each chunk and stops the slots the pruner prunes, and refills a
-finished slot with a newly asked trial. Training and Optuna never wait on MLflow: a finished
-trial (COMPLETE, PRUNED or FAIL, an interrupt included) becomes one `TrialRecord`
-(`tracking.spool`) before Optuna learns its state, and the recorder turns it into the trial's
-child run of its study run whenever the tracking store can take it (found by its tags).
+A worker asks Optuna for trials while it has free slots (TPE samples each from the finished
+trials; its `constant_liar` option, off by default, would also steer clear of running ones),
+trains them together in one compiled graph per layout (`core.trainer`), reports every slot's
+validation error at each chunk and stops the slots the pruner prunes, and refills a finished
+slot with a newly asked trial. Training and Optuna never wait on MLflow: a finished trial
+(COMPLETE, PRUNED or FAIL, an interrupt included) becomes one `TrialRecord` (`tracking.spool`)
+before Optuna learns its state, and the recorder turns it into the trial's child run of its
+study run whenever the tracking store can take it (found by its tags).
 """
 
 from __future__ import annotations
@@ -23,67 +24,32 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 
-from pipeline.core.data import Dataset
 from pipeline.core.layout import Layout
 from pipeline.core.model import seeded_weights
 from pipeline.core.objectives import get as get_objective
 from pipeline.core.results import TrainResult
 from pipeline.core.trainer import NetworkSpec, Population
 from pipeline.names import BASELINE_ATTR, REASON, RUN_ATTR, WORKER_ATTR, units_param
-from pipeline.settings import CONSTANT_RATE, LrDecay, ObjectiveConfig, TrainConfig
+from pipeline.settings import CONSTANT_RATE, LrDecay
 from pipeline.sweeping import telling
 from pipeline.sweeping.space import (
     BASELINE,
     Hyperparams,
-    SearchSpace,
     contains,
     layout_for,
     layouts,
     suggest,
 )
 from pipeline.sweeping.study import worker_id
+from pipeline.sweeping.trial_context import TrialContext, record_of
 from pipeline.tracking.outage import on_storage, steady_beat
-from pipeline.tracking.recorder import BackgroundRecorder
 from pipeline.tracking.recording import objective_value, run_params
-from pipeline.tracking.spool import TrialRecord, trial_record
 
 if TYPE_CHECKING:
-    from pipeline.sweeping.handle import StudyHandle
+    pass
 
 T = TypeVar("T")
 RUN_WAIT_S = 30  # longest a finished trial waits for its run's id (the recorder starting up)
-
-
-@dataclass(frozen=True)
-class TrialContext:
-    """What every trial of one study shares."""
-
-    handle: StudyHandle
-    objective: ObjectiveConfig
-    train: TrainConfig
-    space: SearchSpace
-    data: Dataset
-    report_every: int
-    recorder: BackgroundRecorder
-    population: int = 1
-    heartbeat_interval: float | None = None  # RDB storages with heartbeats
-    share: int | None = None  # most trials in flight at once: this worker's share of the study
-    pruner_view: telling.PrunerView | None = None  # what the pruner reads; None: the study itself
-
-
-def record_of(ctx: TrialContext, number: int, state: str, **details: Any) -> TrialRecord:
-    """`trial_record` for trial `number` of this context's study (see its keyword arguments)."""
-    return trial_record(
-        experiment_id=ctx.handle.experiment_id,
-        parent_run_id=ctx.handle.parent_run_id,
-        study_name=ctx.handle.name,
-        number=number,
-        objective=ctx.objective.name,
-        state=state,
-        deriv_weight=ctx.objective.deriv_weight,
-        condition_weight=ctx.objective.condition_weight,
-        **details,
-    )
 
 
 @dataclass
@@ -283,9 +249,12 @@ def _finish(ctx: TrialContext, flight: _Flight, result: TrainResult):
         return _fail(ctx, flight, taken)
     details = {"reason": reason, "params": flight.params, "result": result, "data": ctx.data}
     ctx.recorder.submit(record_of(ctx, trial.number, state, start=flight.started, **details))
-    if state == "COMPLETE":
-        return _tell(ctx, trial, value)
-    return _tell(ctx, trial, state=optuna.trial.TrialState.PRUNED)
+    try:
+        if state == "COMPLETE":
+            return _tell(ctx, trial, value)
+        return _tell(ctx, trial, state=optuna.trial.TrialState.PRUNED)
+    except telling.Taken as taken:  # failed elsewhere after its last report: its run too
+        return _fail(ctx, flight, taken)
 
 
 def _fail(ctx: TrialContext, flight: _Flight, error: BaseException):

@@ -34,7 +34,7 @@ from pipeline.tracking.outage import on_storage, patiently
 from pipeline.tracking.spool import Spool
 
 if TYPE_CHECKING:
-    from pipeline.sweeping.trials import TrialContext
+    from pipeline.sweeping.trial_context import TrialContext
     from pipeline.tracking.recorder import BackgroundRecorder
 
 # How old other workers' finished trials may be when the pruner judges a trial on them (this
@@ -176,7 +176,7 @@ def _context(
 ) -> TrialContext:
     """What every trial this worker trains for the study shares, its dataset made here."""
     from pipeline.core.data import make_dataset
-    from pipeline.sweeping.trials import TrialContext
+    from pipeline.sweeping.trial_context import TrialContext
 
     cfg, objective = settings.study, settings.objective(handle.objective)
     return TrialContext(
