@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config_values import CONF_DIR
 from pipeline.settings import (
-    CONF_DIR,
     CONSTANT_RATE,
     OBJECTIVES,
     ConfigError,
