@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import optuna
 from optuna.trial import FrozenTrial
 
 from pipeline.names import REASON
@@ -73,11 +72,3 @@ def trial_line(name: str, t: FrozenTrial, best: float | None) -> str:
         f"{p.get('optimizer')} lr={p.get('learning_rate', 0):.1e}  {seconds:.2f}s  {best_text}"
         + (f"  ({why})" if why else "")
     )
-
-
-def best_value(study: optuna.Study) -> float | None:
-    """The study's best value so far; None before its first COMPLETE trial."""
-    try:
-        return study.best_value
-    except ValueError:
-        return None
