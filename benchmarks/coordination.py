@@ -42,6 +42,7 @@ import threading
 import time
 from pathlib import Path
 
+import simulated_worker
 from coordination_storages import (
     PG,
     admin,
@@ -66,6 +67,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sampler", choices=["tpe", "reader"], default="tpe", help=reader)
     keep = "keep the PostgreSQL history databases for the next invocation"
     parser.add_argument("--keep-history", action="store_true", help=keep)
+    every = "study.report_every (default 500: 20 reports a trial of 10,000 epochs)"
+    parser.add_argument("--report-every", type=int, help=every)
     views = "off: the pruner reads the study at every check (no PrunerView); rows marked -"
     parser.add_argument(
         "--pruner-view", nargs="+", choices=["on", "off"], default=["on"], help=views
@@ -176,10 +179,14 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     args = parse_args()
+    if args.report_every:
+        simulated_worker.STUDY_OVERRIDES["report_every"] = args.report_every
+    every = simulated_worker.study_cfg("x").report_every
     sampler = "TPE as the project builds it" if args.sampler == "tpe" else (
         "**a stand-in** reading the history as TPE does, sampling at random")  # fmt: skip
     print(f"Stand-in trainer: each trial sleeps {args.trial_seconds} s over its reports (no "
-          f"TensorFlow, no MLflow). Sampler: {sampler}.\n{LEGEND}")  # fmt: skip
+          f"TensorFlow, no MLflow), reporting every {every} of {simulated_worker.EPOCHS:,} epochs. "
+          f"Sampler: {sampler}.\n{LEGEND}")  # fmt: skip
     header = (
         f"{'storage':<8}{'history':>8}{'N':>4}{'trials':>7}{'trials/s':>9}{'coord p50':>10}"
         f"{'p95':>8}{'st wall p50':>12}{'p95':>8}{'st cpu':>7}{'calls':>6}{'SQL':>5}{'rest':>7}"

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field, replace
 import optuna
 
 EPOCHS = 10_000
+# Study settings the benchmark changes (`--report-every`), set before the workers are forked.
+STUDY_OVERRIDES: dict[str, object] = {}
 
 
 def study_cfg(storage: str):
     from pipeline.defaults import load
 
-    return replace(load("sweep").study, storage=storage, heartbeat_interval=10)
+    study = load("sweep").study
+    return replace(study, storage=storage, heartbeat_interval=10, **STUDY_OVERRIDES)
 
 
 class ReadingSampler(optuna.samplers.RandomSampler):

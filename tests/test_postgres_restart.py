@@ -78,8 +78,10 @@ def test_postgres_restarted_while_8_workers_run_loses_nothing(tmp_path):
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == N_TRIALS
     assert at_restart[TrialState.RUNNING] >= 3  # workers were mid-trial when it went down
-    workers = {t.user_attrs[WORKER_ATTR] for t in trials}
-    assert len(workers) >= 4, workers  # the study was shared among the worker processes
+    # Who trained the finished trials (a trial given back as surplus when two workers asked the
+    # last one at once, or failed before its first attribute, names no worker).
+    workers = {t.user_attrs.get(WORKER_ATTR) for t in finished}
+    assert None not in workers and len(workers) >= 4, workers  # shared among the workers
     by_number = {int(r.data.tags[TRIAL_TAG]): r for r in runs}
     assert set(by_number) <= {t.number for t in trials}  # no run for a trial not there
     assert not list((tmp_path / "mlruns" / "spool").glob("*.rec"))  # every record was sent
