@@ -22,7 +22,7 @@ surplus trials. PostgreSQL histories past 1,000 trials are copies of the first 1
 
     python benchmarks/coordination.py [--storages journal pg proxy] [--workers 1 16 64]
         [--history 1000 10000] [--trials-per-worker 2] [--min-trials 16] [--trial-seconds 1.0]
-        [--sampler tpe|reader] [--keep-history]
+        [--sampler tpe|reader] [--keep-history] [--pruner-view on off] [--report-every 500]
 
 Then the sampler's own compute per ask in memory at each history size, for TPE as the project
 builds it, two cheaper TPE options and the random sampler (`--storages` alone prints only that).
