@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import optuna
 
@@ -44,9 +44,6 @@ from pipeline.sweeping.study import worker_id
 from pipeline.sweeping.trial_context import TrialContext, record_of
 from pipeline.tracking.outage import on_storage, steady_beat
 from pipeline.tracking.recording import objective_value, run_params
-
-if TYPE_CHECKING:
-    pass
 
 T = TypeVar("T")
 RUN_WAIT_S = 30  # longest a finished trial waits for its run's id (the recorder starting up)
