@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.names import PARENT_TAG, REASON, STATE_TAG, TRIAL_TAG, WORKER_ATTR
-from pipeline.sweeping.study import StaleTrials, experimental_quietly, retry_stale
+from pipeline.sweeping.experimental import experimental_quietly
+from pipeline.sweeping.study import StaleTrials, retry_stale
 from pipeline.tracking import store
 from pipeline.tracking.spool import Spool, TrialRecord, trial_record
 

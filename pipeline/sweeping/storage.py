@@ -22,6 +22,7 @@ import optuna
 
 from pipeline.config_values import ConfigError
 from pipeline.settings import redact
+from pipeline.sweeping.experimental import experimental_quietly
 
 RDB_SCHEMES = ("postgresql", "mysql", "sqlite")  # backend names, any driver
 GRPC = "grpc://"
@@ -71,8 +72,6 @@ def grpc_address(value: str, key: str = "study.storage") -> tuple[str, int]:
 
 def proxy_client(url: str, key: str = "study.storage") -> optuna.storages.GrpcStorageProxy:
     """Optuna's client of the storage proxy at grpc://host:port ("experimental" in Optuna 5)."""
-    from pipeline.sweeping.study import experimental_quietly
-
     host, port = grpc_address(url, key)
     with experimental_quietly():
         return optuna.storages.GrpcStorageProxy(host=host, port=port)
@@ -108,8 +107,6 @@ def open_storage(
         lock = JournalFileOpenLock(url)
         return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=lock))
     from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-    from pipeline.sweeping.study import experimental_quietly
 
     heartbeats: dict[str, Any] = {}
     if stale_callback is not None:

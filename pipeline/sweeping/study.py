@@ -8,11 +8,9 @@ heartbeats so a dead worker's trial is failed and retried.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.core import objectives
 from pipeline.names import OBJECTIVE_ATTR
 from pipeline.settings import ConfigError, read_int
+from pipeline.sweeping.experimental import experimental_quietly
 from pipeline.sweeping.storage import GRPC, open_storage, read_storage
 
 # What a trial carries: its run id and worker (Optuna user attrs), its state as a run tag, and
@@ -154,15 +153,6 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     except TypeError as error:
         raise ConfigError("study.pruner.options", cfg.pruner_options, str(error)) from None
-
-
-@contextlib.contextmanager
-def experimental_quietly() -> Iterator[None]:
-    """Optuna's ExperimentalWarning silenced: heartbeats, their retry and metric names are
-    "experimental" in Optuna 5.0 yet what this sweep relies on by design."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 def retry_stale() -> Callable[[optuna.Study, FrozenTrial], None]:
