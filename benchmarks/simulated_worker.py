@@ -9,6 +9,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import optuna
 
@@ -115,6 +116,18 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Bench:
+    """What a simulated worker opens once: its settings, the study and what times its calls."""
+
+    cfg: Any
+    space: Any
+    study: optuna.Study
+    handle: Any  # sweeping.handle.StudyHandle: the heartbeats and the repair go through it
+    clock: StorageClock
+    view: Any  # telling.PrunerView, or None: the pruner reads the study itself
+
+
 def worker(
     index: int, url: str, n_trials: int, trial_s: float, sampler: str, view_on: bool, start, queue
 ) -> None:
@@ -124,76 +137,96 @@ def worker(
     trials) around a sleeping stand-in trainer. `sampler`: "tpe" as the project builds it, or
     "reader" (`ReadingSampler`); `view_on` False: the pruner reads the study itself (as before
     `PrunerView`)."""
-    from pipeline.defaults import load
-    from pipeline.names import REASON, RUN_ATTR, WORKER_ATTR
-    from pipeline.sweeping import consistency, telling
-    from pipeline.sweeping.handle import StudyHandle
-    from pipeline.sweeping.space import suggest
-    from pipeline.sweeping.study import make_pruner, make_sampler, make_storage, worker_id
-    from pipeline.sweeping.worker import PRUNER_VIEW_S, tally
+    from pipeline.sweeping import telling
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     os.environ["PGAPPNAME"] = f"coordination-worker-{index}"  # peak connections per worker
-    cfg, space, out = study_cfg(url), load("sweep").search, Outcome(index)
+    out = Outcome(index)
     try:
-        storage = make_storage(cfg)
-        chosen = make_sampler(cfg, index) if sampler == "tpe" else ReadingSampler(seed=index)
-        study = optuna.load_study(
-            study_name="bench", storage=storage, sampler=chosen, pruner=make_pruner(cfg)
-        )
-        handle = StudyHandle("bench", "value", storage, study)
-        # What the study calls (for an RDB, Optuna's cache of finished trials in front of it)
-        # and the storage itself, which the worker's heartbeats go to.
-        clock = StorageClock(storage, *([study._storage] if study._storage is not storage else []))
-        view = telling.PrunerView(study, PRUNER_VIEW_S) if view_on else None
-        study.get_trials(deepcopy=False)  # the history, read once before any trial (run_study)
+        bench = open_bench(index, url, sampler, view_on)
     except Exception as error:
         out.errors.append(f"open: {type(error).__name__}: {str(error)[:200]}")
         queue.put(out)
         return
     start.wait()
-    steps = list(range(cfg.report_every, EPOCHS + 1, cfg.report_every))
     while True:
         try:
-            live = study.get_trials(deepcopy=False, states=telling.LIVE)
-            if len(live) >= n_trials:
+            if len(bench.study.get_trials(deepcopy=False, states=telling.LIVE)) >= n_trials:
                 break
-            began, before = time.perf_counter(), clock.now()
-            trial = telling.ask_within(study, n_trials)
-            if trial is None:
-                continue
-            trial.set_user_attr(WORKER_ATTR, worker_id())
-            suggest(trial, space)
-            first = 10 ** -(1 + 3 * (trial.number * 7919 % 1000) / 1000)
-            beaten, state, slept = 0.0, None, 0.0
-            for step in steps:
-                t0 = time.perf_counter()
-                time.sleep(trial_s / len(steps))  # the stand-in trainer's chunk of epochs
-                slept += time.perf_counter() - t0
-                if cfg.is_rdb and time.monotonic() - beaten >= cfg.heartbeat_interval:
-                    handle.beat(trial.number)
-                    beaten = time.monotonic()
-                if telling.report(trial, first * (step / steps[0]) ** -0.8, step, view):
-                    state = optuna.trial.TrialState.PRUNED
-                    telling.set_attr(trial, REASON, f"pruned at epoch {step} by the pruner")
-                    break
-            telling.set_attr(trial, RUN_ATTR, f"run-{trial.number}")
-            if view is not None:
-                view.refresh()
-            if state is None:
-                telling.tell(study, trial, first * (steps[-1] / steps[0]) ** -0.8)
-            else:
-                telling.tell(study, trial, state=state)
-            tally(study)
-            consistency.repair(handle)
-            out.told.append(trial.number)
-            out.coordination.append(time.perf_counter() - began - slept)
-            out.storage.append(tuple(a - b for a, b in zip(clock.now(), before, strict=True)))
+            one_trial(bench, n_trials, trial_s, out)
         except Exception as error:
             out.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
             if len(out.errors) > 20:
                 break
     queue.put(out)
+
+
+def open_bench(index: int, url: str, sampler: str, view_on: bool) -> Bench:
+    """The study `bench` at `url` as worker `index` opens it, its history read once (as
+    `run_study` does) before any trial."""
+    from pipeline.defaults import load
+    from pipeline.sweeping import telling
+    from pipeline.sweeping.handle import StudyHandle
+    from pipeline.sweeping.study import make_pruner, make_sampler, make_storage
+    from pipeline.sweeping.worker import PRUNER_VIEW_S
+
+    cfg = study_cfg(url)
+    storage = make_storage(cfg)
+    chosen = make_sampler(cfg, index) if sampler == "tpe" else ReadingSampler(seed=index)
+    study = optuna.load_study(
+        study_name="bench", storage=storage, sampler=chosen, pruner=make_pruner(cfg)
+    )
+    # What the study calls (for an RDB, Optuna's cache of finished trials in front of it)
+    # and the storage itself, which the worker's heartbeats go to.
+    clock = StorageClock(storage, *([study._storage] if study._storage is not storage else []))
+    view = telling.PrunerView(study, PRUNER_VIEW_S) if view_on else None
+    study.get_trials(deepcopy=False)
+    handle = StudyHandle("bench", "value", storage, study)
+    return Bench(cfg, load("sweep").search, study, handle, clock, view)
+
+
+def one_trial(bench: Bench, n_trials: int, trial_s: float, out: Outcome) -> None:
+    """Ask, train (the sleeping stand-in, reporting every `report_every`), tell, tally and
+    repair one trial; its coordination and storage times go to `out`."""
+    from pipeline.names import REASON, RUN_ATTR, WORKER_ATTR
+    from pipeline.sweeping import consistency, telling
+    from pipeline.sweeping.space import suggest
+    from pipeline.sweeping.study import worker_id
+    from pipeline.sweeping.worker import tally
+
+    cfg, study, view = bench.cfg, bench.study, bench.view
+    steps = list(range(cfg.report_every, EPOCHS + 1, cfg.report_every))
+    began, before = time.perf_counter(), bench.clock.now()
+    trial = telling.ask_within(study, n_trials)
+    if trial is None:
+        return
+    trial.set_user_attr(WORKER_ATTR, worker_id())
+    suggest(trial, bench.space)
+    first = 10 ** -(1 + 3 * (trial.number * 7919 % 1000) / 1000)
+    beaten, state, slept = 0.0, None, 0.0
+    for step in steps:
+        t0 = time.perf_counter()
+        time.sleep(trial_s / len(steps))  # the stand-in trainer's chunk of epochs
+        slept += time.perf_counter() - t0
+        if cfg.is_rdb and time.monotonic() - beaten >= cfg.heartbeat_interval:
+            bench.handle.beat(trial.number)
+            beaten = time.monotonic()
+        if telling.report(trial, first * (step / steps[0]) ** -0.8, step, view):
+            state = optuna.trial.TrialState.PRUNED
+            telling.set_attr(trial, REASON, f"pruned at epoch {step} by the pruner")
+            break
+    telling.set_attr(trial, RUN_ATTR, f"run-{trial.number}")
+    if view is not None:
+        view.refresh()
+    if state is None:
+        telling.tell(study, trial, first * (steps[-1] / steps[0]) ** -0.8)
+    else:
+        telling.tell(study, trial, state=state)
+    tally(study)
+    consistency.repair(bench.handle)
+    out.told.append(trial.number)
+    out.coordination.append(time.perf_counter() - began - slept)
+    out.storage.append(tuple(a - b for a, b in zip(bench.clock.now(), before, strict=True)))
 
 
 SAMPLERS = {  # the sampler options compared in memory, beside the project's default (tpe)
