@@ -13,7 +13,7 @@ from sweeping import NARROW_SPACE, Stores, run_sweep_in, settings_for, store_ove
 
 from pipeline.names import BASELINE_ATTR, PARENT_ATTR, REASON, STATE_TAG, TRIAL_TAG
 from pipeline.settings import ConfigError
-from pipeline.sweeping.study import make_sampler, read_study
+from pipeline.sweeping.study import make_sampler, read_n_jobs, read_study
 
 # ---------------------------------------------------------------------------------------------
 # Resume: `n_trials` is the study's total; a rerun never doubles and keeps the same parent run.
@@ -197,3 +197,18 @@ def test_unknown_sampler_or_pruner_names_the_key(key: str, value: dict) -> None:
     with pytest.raises(ConfigError) as caught:
         read_study(raw, "log")
     assert caught.value.key == f"study.{key}.name"
+
+
+@pytest.mark.parametrize(
+    ("cpus", "n_workers", "expected"), [(1, 1, 1), (2, 1, 2), (8, 1, 2), (8, 4, 2), (8, 8, 1)]
+)
+def test_n_jobs_auto_gives_each_local_worker_two_threads_where_it_has_the_cpus(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, n_workers: int, expected: int
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cpus)))
+    assert read_n_jobs({"n_jobs": "auto", "n_workers": n_workers}) == expected
+    assert read_n_jobs({"n_jobs": 3, "n_workers": n_workers}) == 3  # as given, whatever the CPUs
+    for bad in (0, "two", True, 1.5):
+        with pytest.raises(ConfigError, match="integer >= 1 or auto") as caught:
+            read_n_jobs({"n_jobs": bad})
+        assert caught.value.key == "study.n_jobs"

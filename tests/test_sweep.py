@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,22 @@ def test_command_line_sweep_end_to_end(tmp_path: Path) -> None:
         best_run = sweeps.trial_run(stores.client, study, study.best_trial.number)
         assert parent.data.tags["best_run_id"] == best_run.info.run_id
     assert not (tmp_path / "outputs").exists(), "Hydra must not write outputs/ beside mlruns/"
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_threads_train_trials_of_one_layout_side_by_side(tmp_path: Path, n_jobs: int) -> None:
+    """study.n_jobs=2: a second population of the layout trains a second trial at once on its
+    own thread; with one thread the one layout trains one trial at a time."""
+    overrides = ["objective=value", "study.n_trials=4", f"study.n_jobs={n_jobs}"]
+    overrides += ["train.epochs=300", "study.report_every=100", "study.pruner.name=none"]
+    assert run_sweep_in(tmp_path, [*overrides, *BASELINE_SPACE], log_model=False) == 0
+    stores = Stores(tmp_path)
+    trials = sorted(stores.study("log-value").trials, key=lambda t: t.datetime_start)
+    assert len(trials) == 4 and {t.state for t in trials} == {TrialState.COMPLETE}
+    overlaps = [b.datetime_start < a.datetime_complete for a, b in pairwise(trials)]
+    assert any(overlaps) == (n_jobs == 2), overlaps
+    (parent,) = stores.parents()
+    assert len(stores.children(parent.info.run_id)) == 4
 
 
 def test_a_population_trains_trials_together_each_its_own_run(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def _worker_main(settings: SweepSettings, index: int, working: Any, prepared: An
     raise_on_sigterm()
     code = 0
     try:
-        entry.import_tensorflow_quietly(settings.train.compile_cache)
+        entry.import_tensorflow_quietly(settings.train.compile_cache, settings.study.n_jobs)
         prepared.wait()
         _worker_studies(settings, index, working)
     except Terminated:
@@ -217,7 +217,7 @@ def run_sweep(settings: SweepSettings, worker: int | None = None, launch: str = 
     except ConfigError as error:
         entry.fail(error)
     if settings.study.n_workers == 1:  # with more, only the worker processes train
-        entry.import_tensorflow_quietly(settings.train.compile_cache)
+        entry.import_tensorflow_quietly(settings.train.compile_cache, settings.study.n_jobs)
     from pipeline.sweeping.stopping import TooManyFailures, raise_on_sigterm
     from pipeline.sweeping.worker import run_study
     from pipeline.tracking.outage import TrackingOutage

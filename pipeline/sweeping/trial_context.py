@@ -28,6 +28,7 @@ class TrialContext:
     report_every: int
     recorder: BackgroundRecorder
     population: int = 1
+    n_jobs: int = 1  # threads training this worker's populations (each its own per layout)
     heartbeat_interval: float | None = None  # RDB storages with heartbeats
     share: int | None = None  # most trials in flight at once: this worker's share of the study
     pruner_view: telling.PrunerView | None = None  # what the pruner reads; None: the study itself

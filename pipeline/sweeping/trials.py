@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -67,7 +67,8 @@ class _Slots:
 
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
-        self.crowds = [self._population(layout) for layout in layouts(ctx.space)]
+        # One population per layout for each of the worker's threads (`study.n_jobs`).
+        self.crowds = [self._population(layout) for layout in layouts(ctx.space) * ctx.n_jobs]
         self.flights: dict[tuple[int, int], _Flight] = {}
         self.beaten = 0.0
 
@@ -85,17 +86,25 @@ class _Slots:
         return lost
 
     def free(self) -> bool:
-        return any(crowd.free() for crowd in self.crowds)
+        """Whether a new trial may start: a free slot, and fewer in flight than with one thread
+        (a population per layout) or one population per thread if that is more. Threads speed
+        trials up rather than thin out what TPE and the pruner learn from finished ones."""
+        kinds = len({crowd.layout for crowd in self.crowds})
+        room = self.ctx.population * max(kinds, self.ctx.n_jobs)
+        return len(self.flights) < room and any(crowd.free() for crowd in self.crowds)
 
     def place(self, flight: _Flight) -> bool:
-        """Start the trial's network in the first population whose layout holds it; False
-        when that population is full (the trial waits for a slot there)."""
+        """Start the trial's network in the first population of the first layout that holds
+        it with a free slot; False when those are full (the trial waits for a slot there)."""
         hp, ctx = flight.hp, self.ctx
-        for p, crowd in enumerate(self.crowds):
-            if not crowd.layout.holds(hp.hidden, hp.activation, hp.optimizer):
+        holding = [c.layout for c in self.crowds if c.layout.holds(hp.hidden, hp.activation,
+                                                                   hp.optimizer)]  # fmt: skip
+        if not holding:  # the baseline outside the space: a population of its own exact layout
+            self.crowds.append(self._population(layout_for(ctx.space, hp)))
+            return self.place(flight)
+        for p, crowd in enumerate(self.crowds):  # one population per thread has this layout
+            if crowd.layout != holding[0] or not crowd.free():
                 continue
-            if not crowd.free():
-                return False
             k = crowd.free()[0]
             epochs = ctx.train.epochs
             spec = NetworkSpec(hp.activation, hp.optimizer, hp.learning_rate, epochs, flight.decay,
@@ -103,9 +112,7 @@ class _Slots:
             crowd.start(k, seeded_weights(hp.hidden, ctx.train.seed), spec)
             self.flights[(p, k)] = flight
             return True
-        # The baseline outside the space: a population of its own exact layout.
-        self.crowds.append(self._population(layout_for(ctx.space, hp)))
-        return self.place(flight)
+        return False
 
 
 def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.FrozenTrial]:
@@ -118,20 +125,21 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
     slots, waiting = _Slots(ctx), []
     judge = partial(telling.report, view=ctx.pruner_view)  # report, then the pruner's verdict
     minimised = get_objective(ctx.objective.name).minimised
+    threads = ThreadPoolExecutor(ctx.n_jobs, "trainer") if ctx.n_jobs > 1 else None
     try:
         while True:
             yield from _fill(ctx, slots, waiting, n_trials)
             busy = [p for p, crowd in enumerate(slots.crowds) if crowd.busy()]
             if not busy:
                 return
-            for p in busy:
+            steps = _step(threads, [slots.crowds[p] for p in busy])
+            for p, stepped in zip(busy, steps, strict=True):
                 crowd = slots.crowds[p]
-                try:
-                    reports = crowd.step()
-                except Exception as error:  # its trials fail with it; the sweep goes on
+                if isinstance(stepped, Exception):  # its trials fail with it; the sweep goes on
                     for flight in slots.discard(p):
-                        yield _fail(ctx, flight, error)
+                        yield _fail(ctx, flight, stepped)
                     continue
+                reports = stepped
                 for k, report in reports.items():
                     value = minimised(report, ctx.objective.deriv_weight,
                                       ctx.objective.condition_weight)  # fmt: skip
@@ -151,6 +159,25 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
         for flight in [*slots.flights.values(), *waiting]:
             _fail(ctx, flight, error)
         raise
+    finally:
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _step(threads: ThreadPoolExecutor | None, crowds: list[Population]) -> list:
+    """Each population's `step()` (its reports, or the Exception it raised), on the worker's
+    threads at once where it has several (TensorFlow runs the graph calls side by side); the
+    results come back in order, so Optuna hears of them as with one thread."""
+    if threads is None:
+        return [_caught(crowd.step) for crowd in crowds]
+    return [f.result() for f in [threads.submit(_caught, crowd.step) for crowd in crowds]]
+
+
+def _caught(call: Callable[[], T]) -> T | Exception:
+    try:
+        return call()
+    except Exception as error:
+        return error
 
 
 def _fill(

@@ -188,6 +188,7 @@ def _context(
         report_every=cfg.report_every,
         recorder=recorder,
         population=cfg.population,
+        n_jobs=cfg.n_jobs,
         heartbeat_interval=cfg.heartbeat_interval if cfg.is_rdb else None,
         # Local workers split a small study rather than one of them asking for all of it.
         share=math.ceil(cfg.n_trials / cfg.n_workers),
