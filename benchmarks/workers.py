@@ -1,4 +1,5 @@
-"""Trials per minute of one sweep with 1 and with 2 local worker processes, on identical trials.
+"""Trials per minute of one sweep with 1 and with 2 local worker processes (or 1 and 2 threads
+per worker, `--n-jobs 1 2`), on identical trials.
 
 "The same fixed study": before each timed sweep, the study is prepared as the sweep itself
 prepares it (`StudyHandle.open`, `sweeping.worker.prepare_study`: study, parent run, baseline)
@@ -20,6 +21,7 @@ time). One worker trains on one core and records on the other, so N workers can 
 min(N, cores / that) times its work: the ceiling printed, before any cost a second worker adds.
 
     python benchmarks/workers.py [--trials 64 200] [--epochs 10000] [--workers 1 2]
+    python benchmarks/workers.py --objective derivative --workers 1 --n-jobs 1 2 --trials 16
 """
 
 from __future__ import annotations
@@ -43,18 +45,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trials", type=int, nargs="+", default=[64, 200])
     parser.add_argument("--epochs", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--n-jobs", type=int, nargs="+", default=[1], help="threads per worker")
+    parser.add_argument("--objective", default="value", choices=["value", "derivative"])
     return parser.parse_args()
 
 
-def overrides(directory: Path, trials: int, workers: int, epochs: int) -> list[str]:
+OBJECTIVE = {"name": "value"}  # --objective, for every sweep and plain process of this run
+
+
+def overrides(
+    directory: Path, trials: int, workers: int, epochs: int, n_jobs: int = 1
+) -> list[str]:
     """The sweep's command-line overrides; absolute store paths, so a process may prepare
     several directories in turn (MLflow caches a store per URI)."""
     return [
         f"tracking.uri=sqlite:///{directory / 'mlruns' / 'mlflow.db'}",
         f"study.storage={directory / 'mlruns' / 'optuna.journal'}",
-        "objective=value",
+        f"objective={OBJECTIVE['name']}",
         f"study.n_trials={trials}",
         f"study.n_workers={workers}",
+        f"study.n_jobs={n_jobs}",
         f"train.epochs={epochs}",
         "study.pruner.name=none",
     ]
@@ -79,7 +89,7 @@ def fixed_trials(count: int) -> list[dict]:
     return params
 
 
-def prepare(directory: Path, trials: int, workers: int, epochs: int) -> None:
+def prepare(directory: Path, trials: int, workers: int, epochs: int, n_jobs: int = 1) -> None:
     """Create the study and its parent run in `directory` and enqueue the fixed trials."""
     from pipeline.defaults import load
     from pipeline.sweeping.handle import StudyHandle
@@ -88,7 +98,7 @@ def prepare(directory: Path, trials: int, workers: int, epochs: int) -> None:
     settings = load("sweep", overrides(directory, trials, workers, epochs))
     study = prepare_study(StudyHandle.open(settings, settings.objectives[0]), settings).study
     # The baseline is already queued; the rest, plus what extra workers may start.
-    for params in fixed_trials(trials - 1 + workers - 1):
+    for params in fixed_trials(trials - 1 + workers * n_jobs - 1):
         study.enqueue_trial(params)
 
 
@@ -102,7 +112,8 @@ def finished(directory: Path) -> tuple[int, float]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     journal = directory / "mlruns" / "optuna.journal"
     storage = make_storage(load("sweep", [f"study.storage={journal}"]).study)
-    trials = optuna.load_study(study_name="log-value", storage=storage).get_trials(
+    name = f"log-{OBJECTIVE['name']}"
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(
         deepcopy=False, states=FINISHED
     )
     start = min(t.datetime_start for t in trials)
@@ -110,7 +121,9 @@ def finished(directory: Path) -> tuple[int, float]:
     return len(trials), (end - start).total_seconds()
 
 
-def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -> None:
+def _train_share(
+    params: list[dict], epochs: int, barrier, seconds, compiling, objective: str = "value"
+) -> None:
     """One plain process of the bound: compile its graphs, wait for the others, time its share."""
     from pipeline import entry
 
@@ -122,7 +135,7 @@ def _train_share(params: list[dict], epochs: int, barrier, seconds, compiling) -
     from pipeline.defaults import load
     from pipeline.sweeping.space import Hyperparams, layout_for
 
-    run, sweep = load("train"), load("sweep")
+    run, sweep = load("train", [f"objective={objective}"]), load("sweep")
     data, space, o = make_dataset(run.data, shipped("log"), 1.0), sweep.search, run.objective
     jobs = []
     for p in params:
@@ -157,7 +170,7 @@ def training_bound(workers: int, trials: int, epochs: int) -> tuple[float, float
     processes = [
         context.Process(
             target=_train_share,
-            args=(params[i::workers], epochs, barrier, seconds[i], compiling[i]),
+            args=(params[i::workers], epochs, barrier, seconds[i], compiling[i], OBJECTIVE["name"]),
         )
         for i in range(workers)
     ]
@@ -176,17 +189,17 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(workers: int, trials: int, epochs: int) -> tuple[int, float, float, float]:
+def run(workers: int, trials: int, epochs: int, n_jobs: int = 1) -> tuple[int, float, float, float]:
     """(finished trials, whole-command seconds, trials-only seconds, cores busy on average)
     of one timed sweep."""
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         directory = Path(tmp)
-        prepare(directory, trials, workers, epochs)
+        prepare(directory, trials, workers, epochs, n_jobs)
         command = [
             sys.executable,
             "-m",
             "pipeline.sweep",
-            *overrides(directory, trials, workers, epochs),
+            *overrides(directory, trials, workers, epochs, n_jobs),
         ]
         cpu, start = children_cpu(), time.perf_counter()
         result = subprocess.run(
@@ -206,10 +219,12 @@ def run(workers: int, trials: int, epochs: int) -> tuple[int, float, float, floa
 
 def main() -> None:
     args = parse_args()
+    OBJECTIVE["name"] = args.objective
     print(
-        f"objective=value, {args.epochs} epochs, pruner none, fixed enqueued trials, "
+        f"objective={args.objective}, {args.epochs} epochs, pruner none, fixed enqueued trials, "
         f"{os.cpu_count()} cores"
     )
+    combos = [(w, j) for w in args.workers for j in args.n_jobs]
     for trials in args.trials:
         bound = {w: training_bound(w, trials, args.epochs) for w in args.workers}
         for workers, (seconds, first) in bound.items():
@@ -217,29 +232,37 @@ def main() -> None:
                 f"{trials}-trial study, {workers} plain training process(es): {seconds:6.1f} s"
                 f" = {trials / seconds * 60:6.1f} trials/min (first pass, compiling: {first:.1f} s)"
             )
-        rates: dict[int, tuple[float, float]] = {}
-        busy: dict[int, float] = {}
-        for workers in args.workers:
-            done, seconds, in_trials, busy[workers] = run(workers, trials, args.epochs)
-            rates[workers] = (done / seconds * 60, done / in_trials * 60)
+        rates: dict[tuple[int, int], tuple[float, float]] = {}
+        busy: dict[tuple[int, int], float] = {}
+        for combo in combos:
+            done, seconds, in_trials, busy[combo] = run(combo[0], trials, args.epochs, combo[1])
+            rates[combo] = (done / seconds * 60, done / in_trials * 60)
             print(
-                f"{trials}-trial study, {workers} worker(s): {done} trials; whole command "
-                f"{seconds:6.1f} s = {rates[workers][0]:6.1f} trials/min; trials only "
-                f"{in_trials:6.1f} s = {rates[workers][1]:6.1f} trials/min; "
-                f"{busy[workers]:.2f} of {os.cpu_count()} cores busy"
+                f"{trials}-trial study, {_name(combo)}: {done} trials; whole command "
+                f"{seconds:6.1f} s = {rates[combo][0]:6.1f} trials/min; trials only "
+                f"{in_trials:6.1f} s = {rates[combo][1]:6.1f} trials/min; "
+                f"{busy[combo]:.2f} of {os.cpu_count()} cores busy"
             )
-        for workers, (whole, only) in rates.items():
-            if workers == 1 or 1 not in rates:
+        first = combos[0]
+        for combo, (whole, only) in rates.items():
+            if combo == first:
                 continue
-            ratio, ratio_only = whole / rates[1][0], only / rates[1][1]
+            workers = combo[0]
+            ratio, ratio_only = whole / rates[first][0], only / rates[first][1]
             verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+            machine = bound[first[0]][0] / bound[workers][0]
             print(
-                f"{trials}-trial study, {workers} vs 1: machine's bound "
-                f"{bound[1][0] / bound[workers][0]:.2f}x; sweep {ratio:.2f}x whole command "
+                f"{trials}-trial study, {_name(combo)} vs {_name(first)}: machine's bound "
+                f"{machine:.2f}x; sweep {ratio:.2f}x whole command "
                 f"({verdict} the {TARGET_RATIO}x target), {ratio_only:.2f}x trials only; "
-                f"ceiling from the cores 1 worker keeps busy: "
-                f"{min(workers, os.cpu_count() / busy[1]):.2f}x"
+                f"ceiling from the cores {_name(first)} keeps busy: "
+                f"{min(workers * combo[1], os.cpu_count() / busy[first]):.2f}x"
             )
+
+
+def _name(combo: tuple[int, int]) -> str:
+    workers, n_jobs = combo
+    return f"{workers} worker(s) x {n_jobs} thread(s)"
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ def import_tensorflow_quietly(compile_cache: str | None, threads: int = 1) -> No
     TF 2.21 writes those lines to file descriptor 2 before its log level applies; they say
     nothing a user of this tool can act on. Python-level errors still surface after the import.
     `threads` sizes TF's thread pools (only possible before the first op runs). One is fastest
-    for these small networks: with two, the same training took 5-70% longer, varying from
-    process to process, and parallel workers would oversubscribe the cores.
+    for one graph call at a time on these small networks (two made it 5-70% slower); a sweep
+    worker training on `study.n_jobs` threads gets that many, which two graph calls need to
+    run side by side (with one pool thread they take turns).
     `compile_cache` (`train.compile_cache`; None: off) is the directory of XLA's persistent
     compilation cache, set up here because XLA reads its flags once (`core.compile_cache`).
     """

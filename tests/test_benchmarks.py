@@ -24,7 +24,10 @@ SMALL = {
     "startup.py": (["--repeats", "1", "train.epochs=200"], "beyond TensorFlow's import"),
     "memory.py": (["--trials", "2", "--epochs", "200", "objective=value"], "USS at its peak"),
     "tracking.py": (["--epochs", "200", "--repeats", "1"], "train + record, background"),
-    "workers.py": (["--trials", "2", "--epochs", "200", "--workers", "1"], "2-trial study"),
+    "workers.py": (
+        ["--trials", "2", "--epochs", "200", "--workers", "1", "--n-jobs", "1", "2"],
+        "1 worker(s) x 2 thread(s) vs 1 worker(s) x 1 thread(s)",
+    ),
     "coordination.py": (
         ["--storages", "journal", "--workers", "2", "--history", "20", "--trials-per-worker", "2",
          "--min-trials", "4", "--trial-seconds", "0.1"],

@@ -71,6 +71,7 @@ def test_median_pruner_prunes_and_the_run_says_so(tmp_path: Path) -> None:
             "search.learning_rate.low=1e-4",
             "+study.pruner.options={n_startup_trials: 1, n_warmup_steps: 0}",
             "study.population=1",  # one at a time: each trial meets finished ones to compare
+            "study.n_jobs=1",
         ],
         log_model=False,
     )

@@ -30,7 +30,7 @@ from pipeline.sweeping.storage import GRPC, open_storage, read_storage
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-AUTO_JOBS = 2  # study.n_jobs=auto's most threads per worker (README: What the default sweep does)
+AUTO_JOBS = 2  # study.n_jobs=auto's most threads per worker
 MAX_RETRY = 3  # a trial whose worker died is retried this often (Optuna's heartbeat retry)
 
 
@@ -107,8 +107,8 @@ def read_study(section: Mapping[str, Any], problem: str) -> StudyConfig:
 
 def read_n_jobs(section: Mapping[str, Any]) -> int:
     """`study.n_jobs`: an integer >= 1, or `auto`: 2 threads per worker where this process may
-    use 2 CPUs per local worker (two concurrent graph calls train at twice the pace of one;
-    more in flight give a 30-trial study's sampler and pruner less to go on), else 1."""
+    use 2 CPUs per local worker (two graph calls side by side train up to twice the epochs of
+    one; 2 is where 30-trial studies were measured), else 1."""
     value = section.get("n_jobs")
     if value != "auto":
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
