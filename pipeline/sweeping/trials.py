@@ -174,6 +174,7 @@ def _step(threads: ThreadPoolExecutor | None, crowds: list[Population]) -> list:
 
 
 def _caught(call: Callable[[], T]) -> T | Exception:
+    """`call()`'s result, or the Exception it raised (interrupts still propagate)."""
     try:
         return call()
     except Exception as error:
