@@ -10,7 +10,6 @@ import importlib.util
 import re
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -101,9 +100,10 @@ def test_unknown_objective_is_hydras_error_without_traceback(tmp_path):
     ids=["postgres", "mlflow"],
 )
 def test_unreachable_server_fails_fast(tmp_path, override):
-    start = time.monotonic()
+    # Waiting for the server (an outage: tracking.outage_timeout, 300 s by default) would run
+    # into the 60 s timeout, and its "waiting" line would be a second line on stderr; no
+    # wall-clock bound of our own, which a loaded machine broke.
     result = sweeps.run_sweep(tmp_path, "objective=value", override, timeout=60)
-    assert time.monotonic() - start < 15
     assert_one_error_line(result, override.partition("=")[0])
     assert not (tmp_path / "mlruns").exists()
 

@@ -15,7 +15,7 @@ import pytest
 import servers
 import sweeps
 
-from pipeline.names import PARENT_ATTR, STATE_TAG
+from pipeline.names import PARENT_ATTR, REASON, RUN_ATTR, STATE_TAG, WORKER_ATTR
 
 JOURNAL, TRACKING = "mlruns/optuna.journal", "sqlite:///mlruns/mlflow.db"
 
@@ -73,9 +73,17 @@ def assert_interrupted_then_resumes(tmp_path, result, number, code, overrides, n
     assert run.data.tags[STATE_TAG] == "FAIL"
     parent = client.get_run(study.user_attrs[PARENT_ATTR])
     assert parent.info.status == "KILLED"
+    # SIGTERM is a scheduler's stop: the trial's params wait to be retried (Ctrl-C: a new trial).
+    copies = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+    assert len(copies) == (code == 143), [t.system_attrs for t in study.trials]
+    for copy in copies:
+        assert copy.state == TrialState.WAITING and copy.params == trial.params
+        assert not {REASON, RUN_ATTR, WORKER_ATTR} & copy.user_attrs.keys()
     again = sweeps.run_sweep(tmp_path, *overrides)
     assert again.returncode == 0, again.stderr
     sweeps.assert_books(JOURNAL, TRACKING, "log-value", 2, n_workers, tmp_path)
+    retried = sweeps.load_study(JOURNAL, "log-value", tmp_path).trials
+    assert all(retried[c.number].state in (TrialState.COMPLETE, TrialState.PRUNED) for c in copies)
 
 
 @pytest.mark.slow
@@ -90,3 +98,10 @@ def test_sigterm_to_parent_of_two_workers(tmp_path):
     overrides = [*INTERRUPTED, "study.n_workers=2"]
     result, number = interrupt_when_running(tmp_path, signal.SIGTERM, overrides)
     assert_interrupted_then_resumes(tmp_path, result, number, 143, overrides, n_workers=2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_two_threads_train_fails_their_trials_and_rerun_resumes(tmp_path):
+    overrides = [*INTERRUPTED, "study.n_jobs=2"]  # the baseline and trial 1 on a thread each
+    result, number = interrupt_when_running(tmp_path, signal.SIGINT, overrides)
+    assert_interrupted_then_resumes(tmp_path, result, number, 130, overrides)

@@ -8,6 +8,7 @@ heartbeats so a dead worker's trial is failed and retried.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.core import objectives
-from pipeline.names import OBJECTIVE_ATTR
+from pipeline.names import OBJECTIVE_ATTR, REASON, RUN_ATTR, WORKER_ATTR
 from pipeline.settings import ConfigError, read_int
 from pipeline.sweeping.experimental import experimental_quietly
 from pipeline.sweeping.storage import GRPC, open_storage, read_storage
@@ -31,6 +32,7 @@ SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 AUTO_JOBS = 2  # study.n_jobs=auto's most threads per worker
+ATTEMPT_ATTRS = (REASON, RUN_ATTR, WORKER_ATTR)  # one attempt's, not a retry's
 MAX_RETRY = 3  # a trial whose worker died is retried this often (Optuna's heartbeat retry)
 
 
@@ -176,6 +178,14 @@ def retry_stale() -> Callable[[optuna.Study, FrozenTrial], None]:
     """Optuna's retry of a trial whose worker died: a copy of it is enqueued (MAX_RETRY times)."""
     with experimental_quietly():
         return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+def retry_stopped(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Enqueue a copy of a trial a scheduler stopped (SIGTERM: scancel, a pod deleted), as
+    Optuna's retry does for a dead worker's, without its run, worker and failure reason."""
+    again = copy.copy(trial)
+    again.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ATTEMPT_ATTRS}
+    retry_stale()(study, again)
 
 
 class StaleTrials:

@@ -40,7 +40,8 @@ from pipeline.sweeping.space import (
     layouts,
     suggest,
 )
-from pipeline.sweeping.study import worker_id
+from pipeline.sweeping.stopping import Terminated
+from pipeline.sweeping.study import retry_stopped, worker_id
 from pipeline.sweeping.trial_context import TrialContext, record_of
 from pipeline.tracking.outage import on_storage, steady_beat
 from pipeline.tracking.recording import objective_value, run_params
@@ -294,4 +295,8 @@ def _fail(ctx: TrialContext, flight: _Flight, error: BaseException):
     with contextlib.suppress(Exception):  # the storage may be what failed
         flight.trial.set_user_attr(REASON, reason)
         _link_run(ctx, flight, wait=not killed)
-    return _tell(ctx, flight.trial, state=optuna.trial.TrialState.FAIL)
+    told = _tell(ctx, flight.trial, state=optuna.trial.TrialState.FAIL)
+    if isinstance(error, Terminated):  # a scheduler's stop: its params retried, as if it died
+        with contextlib.suppress(Exception):
+            retry_stopped(ctx.handle.study, told)
+    return told
