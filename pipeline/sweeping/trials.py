@@ -2,7 +2,8 @@
 
 A worker asks Optuna for trials while it has free slots (TPE samples each from the finished
 trials; its `constant_liar` option, off by default, would also steer clear of running ones),
-trains them together in one compiled graph per layout (`core.trainer`), reports every slot's
+trains them together in one compiled graph per layout (`core.trainer`; with `study.n_jobs`
+threads, a population per layout per thread, their graph calls side by side), reports every slot's
 validation error at each chunk and stops the slots the pruner prunes, and refills a finished
 slot with a newly asked trial. Training and Optuna never wait on MLflow: a finished trial
 (COMPLETE, PRUNED or FAIL, an interrupt included) becomes one `TrialRecord` (`tracking.spool`)
