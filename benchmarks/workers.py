@@ -50,18 +50,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-OBJECTIVE = {"name": "value"}  # --objective, for every sweep and plain process of this run
-
-
 def overrides(
-    directory: Path, trials: int, workers: int, epochs: int, n_jobs: int = 1
+    directory: Path, trials: int, workers: int, epochs: int, n_jobs: int, objective: str
 ) -> list[str]:
     """The sweep's command-line overrides; absolute store paths, so a process may prepare
     several directories in turn (MLflow caches a store per URI)."""
     return [
         f"tracking.uri=sqlite:///{directory / 'mlruns' / 'mlflow.db'}",
         f"study.storage={directory / 'mlruns' / 'optuna.journal'}",
-        f"objective={OBJECTIVE['name']}",
+        f"objective={objective}",
         f"study.n_trials={trials}",
         f"study.n_workers={workers}",
         f"study.n_jobs={n_jobs}",
@@ -89,20 +86,22 @@ def fixed_trials(count: int) -> list[dict]:
     return params
 
 
-def prepare(directory: Path, trials: int, workers: int, epochs: int, n_jobs: int = 1) -> None:
+def prepare(
+    directory: Path, trials: int, workers: int, epochs: int, n_jobs: int, objective: str
+) -> None:
     """Create the study and its parent run in `directory` and enqueue the fixed trials."""
     from pipeline.defaults import load
     from pipeline.sweeping.handle import StudyHandle
     from pipeline.sweeping.worker import prepare_study
 
-    settings = load("sweep", overrides(directory, trials, workers, epochs))
+    settings = load("sweep", overrides(directory, trials, workers, epochs, n_jobs, objective))
     study = prepare_study(StudyHandle.open(settings, settings.objectives[0]), settings).study
     # The baseline is already queued; the rest, plus what extra workers may start.
     for params in fixed_trials(trials - 1 + workers * n_jobs - 1):
         study.enqueue_trial(params)
 
 
-def finished(directory: Path) -> tuple[int, float]:
+def finished(directory: Path, objective: str) -> tuple[int, float]:
     """(COMPLETE + PRUNED trials, seconds from the first trial's start to the last's end)."""
     import optuna
 
@@ -112,7 +111,7 @@ def finished(directory: Path) -> tuple[int, float]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     journal = directory / "mlruns" / "optuna.journal"
     storage = make_storage(load("sweep", [f"study.storage={journal}"]).study)
-    name = f"log-{OBJECTIVE['name']}"
+    name = f"log-{objective}"
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(
         deepcopy=False, states=FINISHED
     )
@@ -122,7 +121,7 @@ def finished(directory: Path) -> tuple[int, float]:
 
 
 def _train_share(
-    params: list[dict], epochs: int, barrier, seconds, compiling, objective: str = "value"
+    params: list[dict], epochs: int, barrier, seconds, compiling, objective: str
 ) -> None:
     """One plain process of the bound: compile its graphs, wait for the others, time its share."""
     from pipeline import entry
@@ -157,7 +156,7 @@ def _train_share(
     seconds.value = time.perf_counter() - start
 
 
-def training_bound(workers: int, trials: int, epochs: int) -> tuple[float, float]:
+def training_bound(workers: int, trials: int, epochs: int, objective: str) -> tuple[float, float]:
     """Seconds for `workers` plain processes to train the fixed trials, split between them,
     and the seconds their first pass took (compilation plus one training of each)."""
     from pipeline.sweeping.space import BASELINE, as_params
@@ -170,7 +169,7 @@ def training_bound(workers: int, trials: int, epochs: int) -> tuple[float, float
     processes = [
         context.Process(
             target=_train_share,
-            args=(params[i::workers], epochs, barrier, seconds[i], compiling[i], OBJECTIVE["name"]),
+            args=(params[i::workers], epochs, barrier, seconds[i], compiling[i], objective),
         )
         for i in range(workers)
     ]
@@ -189,17 +188,19 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(workers: int, trials: int, epochs: int, n_jobs: int = 1) -> tuple[int, float, float, float]:
+def run(
+    workers: int, trials: int, epochs: int, n_jobs: int, objective: str
+) -> tuple[int, float, float, float]:
     """(finished trials, whole-command seconds, trials-only seconds, cores busy on average)
     of one timed sweep."""
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         directory = Path(tmp)
-        prepare(directory, trials, workers, epochs, n_jobs)
+        prepare(directory, trials, workers, epochs, n_jobs, objective)
         command = [
             sys.executable,
             "-m",
             "pipeline.sweep",
-            *overrides(directory, trials, workers, epochs, n_jobs),
+            *overrides(directory, trials, workers, epochs, n_jobs, objective),
         ]
         cpu, start = children_cpu(), time.perf_counter()
         result = subprocess.run(
@@ -213,20 +214,19 @@ def run(workers: int, trials: int, epochs: int, n_jobs: int = 1) -> tuple[int, f
         cores = (children_cpu() - cpu) / seconds
         if result.returncode != 0:
             sys.exit(f"sweep with {workers} worker(s) failed:\n{result.stderr}")
-        done, in_trials = finished(directory)
+        done, in_trials = finished(directory, objective)
     return done, seconds, in_trials, cores
 
 
 def main() -> None:
     args = parse_args()
-    OBJECTIVE["name"] = args.objective
     print(
         f"objective={args.objective}, {args.epochs} epochs, pruner none, fixed enqueued trials, "
         f"{os.cpu_count()} cores"
     )
     combos = [(w, j) for w in args.workers for j in args.n_jobs]
     for trials in args.trials:
-        bound = {w: training_bound(w, trials, args.epochs) for w in args.workers}
+        bound = {w: training_bound(w, trials, args.epochs, args.objective) for w in args.workers}
         for workers, (seconds, first) in bound.items():
             print(
                 f"{trials}-trial study, {workers} plain training process(es): {seconds:6.1f} s"
@@ -235,7 +235,10 @@ def main() -> None:
         rates: dict[tuple[int, int], tuple[float, float]] = {}
         busy: dict[tuple[int, int], float] = {}
         for combo in combos:
-            done, seconds, in_trials, busy[combo] = run(combo[0], trials, args.epochs, combo[1])
+            workers, n_jobs = combo
+            done, seconds, in_trials, busy[combo] = run(
+                workers, trials, args.epochs, n_jobs, args.objective
+            )
             rates[combo] = (done / seconds * 60, done / in_trials * 60)
             print(
                 f"{trials}-trial study, {_name(combo)}: {done} trials; whole command "

@@ -134,14 +134,17 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
             busy = [p for p, crowd in enumerate(slots.crowds) if crowd.busy()]
             if not busy:
                 return
-            steps = _step(threads, [slots.crowds[p] for p in busy])
-            for p, stepped in zip(busy, steps, strict=True):
+            # On several threads every busy population trains its chunk at once (TensorFlow
+            # runs the graph calls side by side); results are taken in order, as with one.
+            chunks = [threads.submit(slots.crowds[p].step) for p in busy] if threads else None
+            for i, p in enumerate(busy):
                 crowd = slots.crowds[p]
-                if isinstance(stepped, Exception):  # its trials fail with it; the sweep goes on
+                try:
+                    reports = chunks[i].result() if chunks else crowd.step()
+                except Exception as error:  # its trials fail with it; the sweep goes on
                     for flight in slots.discard(p):
-                        yield _fail(ctx, flight, stepped)
+                        yield _fail(ctx, flight, error)
                     continue
-                reports = stepped
                 for k, report in reports.items():
                     value = minimised(report, ctx.objective.deriv_weight,
                                       ctx.objective.condition_weight)  # fmt: skip
@@ -164,23 +167,6 @@ def train_trials(ctx: TrialContext, n_trials: int) -> Iterator[optuna.trial.Froz
     finally:
         if threads is not None:
             threads.shutdown(wait=False, cancel_futures=True)
-
-
-def _step(threads: ThreadPoolExecutor | None, crowds: list[Population]) -> list:
-    """Each population's `step()` (its reports, or the Exception it raised), on the worker's
-    threads at once where it has several (TensorFlow runs the graph calls side by side); the
-    results come back in order, so Optuna hears of them as with one thread."""
-    if threads is None:
-        return [_caught(crowd.step) for crowd in crowds]
-    return [f.result() for f in [threads.submit(_caught, crowd.step) for crowd in crowds]]
-
-
-def _caught(call: Callable[[], T]) -> T | Exception:
-    """`call()`'s result, or the Exception it raised (interrupts still propagate)."""
-    try:
-        return call()
-    except Exception as error:
-        return error
 
 
 def _fill(
