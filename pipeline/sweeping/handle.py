@@ -77,18 +77,27 @@ class StudyHandle:
         )
         from pipeline.sweeping.study_run import ensure_parent_run, parent_params
         from pipeline.tracking import store
-        from pipeline.tracking.outage import patiently
+        from pipeline.tracking.outage import STORAGE_PATIENCE_S, on_storage, patiently, retry
         from pipeline.tracking.spool import Spool
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours to print
         cfg, tracking, key = settings.study, settings.tracking, objective.name
-        name, storage = settings.study_name(key), make_storage(cfg)
-        # A resumed or parallel worker must not replay another's random stream: offset the seed.
-        sampler = make_sampler(cfg, worker_index * 100_003 + trials_so_far(storage, name))
-        study, created = open_study(storage, name, key, sampler, make_pruner(cfg))
-        definition.record(study, settings, objective)
+        # A worker may start while PostgreSQL restarts: each step waits for it (`on_storage`).
+        name = settings.study_name(key)
+        storage = retry(functools.partial(make_storage, cfg), STORAGE_PATIENCE_S)
+        made: list[bool] = []  # whether an attempt created the study (a retry then loads it)
+
+        def opened() -> tuple[optuna.Study, bool]:
+            # A resumed or parallel worker must not replay another's random stream: offset it.
+            sampler = make_sampler(cfg, worker_index * 100_003 + trials_so_far(storage, name))
+            study, created = open_study(storage, name, key, sampler, make_pruner(cfg))
+            made.append(created)
+            definition.record(study, settings, objective)
+            return study, finished_count(study) < cfg.n_trials  # else its run stays as closed
+
+        study, short = on_storage(storage, opened)
+        created = any(made)
         params = parent_params(settings, objective)
-        short = finished_count(study) < cfg.n_trials  # else its run stays as its closer left it
 
         def books() -> tuple[MlflowClient, str, str]:
             client, experiment_id = store.connect(tracking)

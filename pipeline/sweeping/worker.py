@@ -79,7 +79,8 @@ def prepare_study(handle: StudyHandle, settings: SweepSettings) -> StudyHandle:
         params = as_params(BASELINE) if contains(settings.search, BASELINE) else {}
         if params and settings.search.condition_weight and handle.objective == "residual":
             params["condition_weight"] = settings.objective(handle.objective).condition_weight
-        handle.study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True}, skip_if_exists=True)
+        baseline = {"user_attrs": {BASELINE_ATTR: True}, "skip_if_exists": True}
+        on_storage(handle.storage, partial(handle.study.enqueue_trial, params, **baseline))
 
     def record_failed(t: FrozenTrial, reason: str) -> None:
         delivery.send_now(spool, consistency.failed_record(handle, t, reason), patience)
@@ -216,25 +217,26 @@ def run_study(
     def record_failed(t: FrozenTrial, reason: str) -> None:
         recorder.submit(consistency.failed_record(handle, t, reason))
 
-    if finished_count(handle.study) < cfg.n_trials:
+    count = partial(on_storage, handle.storage, partial(finished_count, handle.study))
+    if count() < cfg.n_trials:
         recorder.warm_up(ctx.data, settings.train.epochs)
     try:
         watch = Watch(handle.name, tracking, recorder)
         settle = partial(_settle_others, handle, cfg, record_failed)
         while True:
-            before = on_storage(handle.storage, partial(finished_count, handle.study))
+            before = count()
             _work(ctx, cfg, watch, record_failed, progress)
             running = on_storage(handle.storage, settle)
             # Settling can fail an orphan (a trial asked twice while the storage dropped its
             # connections) and enqueue its retry: this worker then trains that too.
-            after = on_storage(handle.storage, partial(finished_count, handle.study))
+            after = count()
             if running or after >= cfg.n_trials or after == before:
                 break
         recorder.drain(tracking.outage_timeout, tick=lambda: watch.check(tqdm.write))
     except BaseException as error:
         wind_down(error, handle, recorder, tracking.uri)
         raise
-    summary: dict[str, Any] = {"finished": finished_count(handle.study)}
+    summary: dict[str, Any] = {"finished": count()}
     if finalize_at_end and not running:
         spool = recorder.spool.directory
         summary = patiently(partial(finalize, handle), tracking.uri, tracking.outage_timeout, spool)
