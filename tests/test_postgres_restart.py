@@ -102,12 +102,9 @@ def test_postgres_restarted_while_8_workers_run_loses_nothing(tmp_path):
 
 def refused() -> StorageInternalError:
     """What Optuna's RDB storage raises while PostgreSQL restarts (the connection refused)."""
-    try:
-        raise OperationalError("SELECT 1", {}, OSError("connection refused"))
-    except OperationalError as cause:
-        error = StorageInternalError("An exception is raised during the commit.")
-        error.__cause__ = cause
-        return error
+    error = StorageInternalError("An exception is raised during the commit.")
+    error.__cause__ = OperationalError("SELECT 1", {}, OSError("connection refused"))
+    return error
 
 
 class Restarting(JournalStorage):
@@ -147,7 +144,7 @@ def test_a_run_whose_storage_restarts_as_it_starts_waits_for_it(tmp_path, monkey
 
     def connect(cfg):
         if not made:  # a new study: the sweep's preflight, finding no journal, connects to none
-            journal.parent.mkdir()
+            journal.parent.mkdir(exist_ok=True)
             made.append(Restarting(journal))
             if moment == "opening":
                 made[0].restart()
